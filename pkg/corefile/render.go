@@ -1,0 +1,147 @@
+package corefile
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// corefileTemplate is one block for the cluster domain and reverse zones
+// (forwarded to the cluster DNS over TCP), one per stub domain, and the root
+// zone forwarded to the node's resolvers. health and ready are process-wide
+// and so live in the first block only.
+var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.FuncMap{
+	"servers": servers,
+	"dur":     dur,
+	"secs":    func(d time.Duration) int64 { return int64(d / time.Second) },
+}).Parse(`# Rendered by node-cache from its flags, resolv.conf and the kube-dns ConfigMap.
+{{ .ClusterZones }} {
+{{- template "common" . }}
+    health {{ .HealthAddr }}{{ if .Lameduck }} {
+        lameduck {{ dur .Lameduck }}
+    }{{ end }}
+    ready {{ .ReadyAddr }}
+    forward . {{ servers .ClusterDNS }} {
+        force_tcp
+        max_concurrent 1000
+    }
+}
+{{- range .Stubs }}
+
+{{ .Zone }} {
+{{- template "common" $ }}
+    forward . {{ servers .Servers }} {
+        max_concurrent 1000
+    }
+}
+{{- end }}
+
+{{ .RootZone }} {
+{{- template "common" . }}
+    forward . {{ servers .NodeResolvers }} {
+        policy sequential
+        max_concurrent 1000
+    }
+}
+{{ define "common" }}
+    errors
+{{- if .LogQueries }}
+    log
+{{- end }}
+{{- if .BindList }}
+    bind {{ .BindList }}
+{{- end }}
+    prometheus {{ .MetricsAddr }}
+    cache {
+        success {{ .Cache.SuccessCapacity }} {{ secs .Cache.SuccessTTL }}
+        denial {{ .Cache.DenialCapacity }} {{ secs .Cache.DenialTTL }}
+{{- if .Cache.Prefetch }}
+        prefetch {{ .Cache.PrefetchAmount }}
+{{- end }}
+{{- if .Cache.ServeStale }}
+        serve_stale {{ dur .Cache.StaleMaxAge }} {{ .Cache.StaleMode }}{{ if eq .Cache.StaleMode "verify" }} {{ dur .Cache.StaleVerifyTimeout }}{{ end }} {{ secs .Cache.StaleTTL }}s
+{{- end }}
+    }
+    loop
+{{- end }}`))
+
+type view struct {
+	*Config
+	ClusterZones string
+	RootZone     string
+	BindList     string
+	Stubs        []stubView
+}
+
+type stubView struct {
+	Zone    string
+	Servers []netip.AddrPort
+}
+
+// Render validates c and renders it. The output depends only on c: stub
+// domains are sorted, and nothing else is reordered.
+func Render(c *Config) ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	port := ":" + strconv.Itoa(c.Port)
+	v := view{Config: c, RootZone: "." + port}
+	zones := []string{Zone(c.ClusterDomain), "in-addr.arpa.", "ip6.arpa."}
+	for i := range zones {
+		zones[i] = strings.TrimSuffix(zones[i], ".") + port
+	}
+	v.ClusterZones = strings.Join(zones, " ")
+	bind := make([]string, len(c.Bind))
+	for i, a := range c.Bind {
+		bind[i] = a.String()
+	}
+	v.BindList = strings.Join(bind, " ")
+	for _, s := range c.StubDomains {
+		v.Stubs = append(v.Stubs, stubView{Zone: strings.TrimSuffix(Zone(s.Domain), ".") + port, Servers: s.Servers})
+	}
+	slices.SortFunc(v.Stubs, func(a, b stubView) int { return strings.Compare(a.Zone, b.Zone) })
+
+	var buf bytes.Buffer
+	if err := corefileTemplate.Execute(&buf, v); err != nil {
+		return nil, fmt.Errorf("failed to render Corefile: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Hash identifies a rendered Corefile: the first 12 hex digits of its SHA-256.
+func Hash(corefile []byte) string {
+	sum := sha256.Sum256(corefile)
+	return hex.EncodeToString(sum[:6])
+}
+
+// servers joins DNS servers the way forward expects them: IPv6 bracketed.
+func servers(s []netip.AddrPort) string {
+	out := make([]string, len(s))
+	for i, a := range s {
+		out[i] = a.String()
+	}
+	return strings.Join(out, " ")
+}
+
+// dur prints a duration in the shortest form time.ParseDuration reads back.
+func dur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0s"
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	case d%time.Second == 0:
+		return fmt.Sprintf("%ds", d/time.Second)
+	default:
+		return fmt.Sprintf("%dms", d/time.Millisecond)
+	}
+}
