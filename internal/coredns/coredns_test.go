@@ -1,0 +1,38 @@
+package coredns
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+)
+
+// TestDirectives checks the curated list against upstream: every directive
+// is registered as a dns plugin, and the order is upstream's relative order.
+func TestDirectives(t *testing.T) {
+	upstream := dnsserver.Directives
+	if slices.Equal(upstream, Directives) {
+		t.Skip("Install already ran in this process; upstream order is gone")
+	}
+	last := -1
+	for _, d := range Directives {
+		if _, err := caddy.DirectiveAction("dns", d); err != nil {
+			t.Errorf("directive %q is not a registered dns plugin: %v", d, err)
+		}
+		i := slices.Index(upstream, d)
+		if i < 0 {
+			t.Errorf("directive %q is not in CoreDNS's directive list", d)
+			continue
+		}
+		if i < last {
+			t.Errorf("directive %q is out of CoreDNS's order %v", d, upstream)
+		}
+		last = i
+	}
+	for _, want := range []string{"errors", "log", "health", "ready", "prometheus", "bind", "cache", "forward", "loop"} {
+		if !slices.Contains(Directives, want) {
+			t.Errorf("curated set lacks %q", want)
+		}
+	}
+}
