@@ -1,0 +1,123 @@
+package kubednsconfig
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/lrpdns/lrpdns/pkg/corefile"
+)
+
+// ConfigMap keys the node-cache reads.
+const (
+	KeyStubDomains         = "stubDomains"
+	KeyUpstreamNameservers = "upstreamNameservers"
+)
+
+// maxServers bounds a server list, as kube-dns does for upstreamNameservers.
+const maxServers = 3
+
+// Config is what the kube-dns ConfigMap says.
+type Config struct {
+	StubDomains []corefile.StubDomain
+	// UpstreamNameservers replace the node's resolvers when not empty.
+	UpstreamNameservers []netip.AddrPort
+}
+
+// Error is a refused key or value.
+type Error struct {
+	Key   string
+	Value string
+	Want  string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("kube-dns ConfigMap key %s: invalid value %q: want %s", e.Key, e.Value, e.Want)
+}
+
+// ReadDir reads the keys from a mounted ConfigMap directory. A missing
+// directory or key is an empty configuration, not an error.
+func ReadDir(dir string) (Config, error) {
+	read := func(key string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(dir, key))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("failed to read kube-dns ConfigMap key %s: %w", key, err)
+		}
+		return b, nil
+	}
+	stubs, err := read(KeyStubDomains)
+	if err != nil {
+		return Config{}, err
+	}
+	upstreams, err := read(KeyUpstreamNameservers)
+	if err != nil {
+		return Config{}, err
+	}
+	return Parse(stubs, upstreams)
+}
+
+// Parse parses the two keys' values; empty values are allowed.
+func Parse(stubDomains, upstreamNameservers []byte) (Config, error) {
+	var c Config
+	if s := strings.TrimSpace(string(stubDomains)); s != "" {
+		var raw map[string][]string
+		if err := json.Unmarshal([]byte(s), &raw); err != nil {
+			return Config{}, &Error{KeyStubDomains, clip(s), `a JSON object of domain to server list, e.g. {"acme.local": ["10.0.0.10"]}`}
+		}
+		for domain, list := range raw {
+			if !corefile.ValidDomain(domain) {
+				return Config{}, &Error{KeyStubDomains, domain, "a DNS domain such as acme.local"}
+			}
+			servers, err := parseServers(fmt.Sprintf("%s[%q]", KeyStubDomains, domain), list)
+			if err != nil {
+				return Config{}, err
+			}
+			c.StubDomains = append(c.StubDomains, corefile.StubDomain{Domain: domain, Servers: servers})
+		}
+		slices.SortFunc(c.StubDomains, func(a, b corefile.StubDomain) int { return strings.Compare(a.Domain, b.Domain) })
+	}
+	if s := strings.TrimSpace(string(upstreamNameservers)); s != "" {
+		var raw []string
+		if err := json.Unmarshal([]byte(s), &raw); err != nil {
+			return Config{}, &Error{KeyUpstreamNameservers, clip(s), `a JSON list of servers, e.g. ["1.1.1.1", "[2606:4700::1111]:53"]`}
+		}
+		servers, err := parseServers(KeyUpstreamNameservers, raw)
+		if err != nil {
+			return Config{}, err
+		}
+		c.UpstreamNameservers = servers
+	}
+	return c, nil
+}
+
+func parseServers(key string, list []string) ([]netip.AddrPort, error) {
+	if len(list) == 0 || len(list) > maxServers {
+		return nil, &Error{key, fmt.Sprint(list), fmt.Sprintf("1 to %d servers", maxServers)}
+	}
+	out := make([]netip.AddrPort, 0, len(list))
+	for _, s := range list {
+		ap, err := corefile.ParseServer(s)
+		if err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() || ap.Addr().Zone() != "" {
+			return nil, &Error{key, s, "an IP address, IP:PORT or [IPv6]:PORT (hostnames are not resolved)"}
+		}
+		out = append(out, ap)
+	}
+	return out, nil
+}
+
+func clip(s string) string {
+	const max = 120
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}
