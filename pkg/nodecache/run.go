@@ -1,0 +1,40 @@
+package nodecache
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+)
+
+// Run is the node-cache command: `node-cache [flags]` serves until ctx ends;
+// `node-cache render [flags]` prints the Corefile it would serve.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	name := "node-cache"
+	render := len(args) > 0 && args[0] == "render"
+	if render {
+		name, args = "node-cache render", args[1:]
+	}
+	opts, err := parseFlags(name, args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if render {
+		text, err := opts.Corefile()
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(text)
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	s, err := Start(opts, log)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}

@@ -1,0 +1,135 @@
+package nodecache
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/lrpdns/lrpdns/internal/coredns"
+	"github.com/lrpdns/lrpdns/pkg/corefile"
+)
+
+// debounce collects the burst of events a ConfigMap update makes (new data
+// directory, symlink swap, removal of the old one) into one reload.
+const debounce = 100 * time.Millisecond
+
+// Server is a running node-cache.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	inst    *coredns.Instance
+	active  string // hash of the Corefile being served
+	gen     int
+	lastErr string // the refused input last logged, so it is logged once
+}
+
+// Start reads the inputs and starts serving them. Unlike a reload, invalid
+// input at start is an error: there is no last good configuration.
+func Start(opts Options, log *slog.Logger) (*Server, error) {
+	registerMetrics()
+	text, err := opts.Corefile()
+	if err != nil {
+		return nil, err
+	}
+	inst, err := coredns.Start(text)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, log: log, inst: inst}
+	s.applied(text)
+	log.Info("serving", "config", s.active, "listen", s.Addrs())
+	return s, nil
+}
+
+// Addrs are the DNS listeners' addresses.
+func (s *Server) Addrs() []net.Addr { return s.inst.Addrs() }
+
+// ActiveHash is the hash of the Corefile being served.
+func (s *Server) ActiveHash() string { return s.active }
+
+// Serve reloads on input changes until ctx ends, then drains and stops.
+func (s *Server) Serve(ctx context.Context) error {
+	events, closeWatch := s.watch()
+	defer closeWatch()
+	tick := time.NewTicker(s.opts.CheckInterval)
+	defer tick.Stop()
+	var pending <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			s.log.Info("shutting down: readiness off, then lameduck, then stop", "lameduck", s.opts.Lameduck)
+			return s.inst.Shutdown()
+		case <-events:
+			pending = time.After(debounce)
+		case <-pending:
+			pending = nil
+			s.reload()
+		case <-tick.C:
+			s.reload()
+		}
+	}
+}
+
+// reload re-reads the inputs and applies them if they changed. Anything that
+// goes wrong leaves the running configuration serving.
+func (s *Server) reload() {
+	text, err := s.opts.Corefile()
+	if err == nil && corefile.Hash(text) == s.active {
+		s.lastErr = ""
+		configLastReloadOK.Set(1)
+		return
+	}
+	if err == nil {
+		err = s.inst.Restart(text)
+	}
+	if err != nil {
+		configLastReloadOK.Set(0)
+		if err.Error() != s.lastErr {
+			s.lastErr = err.Error()
+			configErrors.Inc()
+			s.log.Error("refused new configuration; still serving the last good one", "err", err, "config", s.active)
+		}
+		return
+	}
+	prev := s.active
+	s.applied(text)
+	s.log.Info("reloaded", "config", s.active, "previous", prev, "generation", s.gen)
+}
+
+func (s *Server) applied(text []byte) {
+	s.lastErr = ""
+	s.gen++
+	s.active = corefile.Hash(text)
+	configInfo.Reset()
+	configInfo.WithLabelValues(s.active).Set(1)
+	configGeneration.Set(float64(s.gen))
+	configLastReloadOK.Set(1)
+}
+
+// watch reports file events in the ConfigMap directory and resolv.conf's
+// directory. Watching directories catches the ConfigMap volume's symlink
+// swap; the periodic check covers what sends no events.
+func (s *Server) watch() (<-chan fsnotify.Event, func()) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		s.log.Error("file events unavailable; relying on the periodic check", "err", err, "interval", s.opts.CheckInterval)
+		return nil, func() {}
+	}
+	for _, dir := range []string{s.opts.KubeDNSConfigDir, filepath.Dir(s.opts.ResolvConf)} {
+		if err := w.Add(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Info("not watching directory; relying on the periodic check", "dir", dir, "err", err)
+		}
+	}
+	go func() {
+		for err := range w.Errors {
+			s.log.Info("file watch error", "err", err)
+		}
+	}()
+	return w.Events, func() { _ = w.Close() }
+}
