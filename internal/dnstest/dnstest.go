@@ -1,0 +1,146 @@
+// Package dnstest runs real DNS servers on loopback for tests and
+// benchmarks: each answers A queries with a fixed address over UDP and TCP
+// on one port and records every query with the transport it came over.
+//
+// It is test support only; nothing in a shipped binary imports it.
+package dnstest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Query is one query a Server received.
+type Query struct {
+	Name string // lower case, fully qualified
+	Net  string // "udp" or "tcp"
+}
+
+// Server is a recording DNS server on 127.0.0.1, UDP and TCP on one port.
+type Server struct {
+	Addr netip.AddrPort
+
+	answer netip.Addr
+	ttl    uint32
+	udp    *dns.Server
+	tcp    *dns.Server
+
+	mu      sync.Mutex
+	queries []Query
+	count   int
+	record  bool
+}
+
+// Options configure a Server.
+type Options struct {
+	// Answer is the A record returned for every name.
+	Answer netip.Addr
+	// TTL of the answer, in seconds.
+	TTL uint32
+	// NoRecord keeps only a count, for load tests.
+	NoRecord bool
+}
+
+// Start starts a Server. Close it when done.
+func Start(o Options) (*Server, error) {
+	s := &Server{answer: o.Answer, ttl: o.TTL, record: !o.NoRecord}
+	var lastErr error
+	for range 20 { // the UDP port matching a free TCP port can be taken
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("failed to listen on TCP: %w", err)
+		}
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
+		if err != nil {
+			_ = ln.Close()
+			lastErr = err
+			continue
+		}
+		s.Addr = netip.MustParseAddrPort(ln.Addr().String())
+		s.tcp = &dns.Server{Listener: ln, Handler: dns.HandlerFunc(s.serve)}
+		s.udp = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(s.serve)}
+		started := make(chan error, 2)
+		for _, srv := range []*dns.Server{s.tcp, s.udp} {
+			srv.NotifyStartedFunc = func() { started <- nil }
+			go func() {
+				if err := srv.ActivateAndServe(); err != nil {
+					started <- err
+				}
+			}()
+		}
+		for range 2 {
+			if err := <-started; err != nil {
+				s.Close()
+				return nil, fmt.Errorf("failed to start DNS server: %w", err)
+			}
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("failed to find a port free for UDP and TCP: %w", lastErr)
+}
+
+func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+	if len(r.Question) == 1 {
+		q := r.Question[0]
+		s.mu.Lock()
+		s.count++
+		if s.record {
+			s.queries = append(s.queries, Query{Name: strings.ToLower(q.Name), Net: w.RemoteAddr().Network()})
+		}
+		s.mu.Unlock()
+		if q.Qtype == dns.TypeA && s.answer.Is4() {
+			m.Answer = append(m.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: s.ttl},
+				A:   s.answer.AsSlice(),
+			})
+		}
+	}
+	_ = w.WriteMsg(m)
+}
+
+// Queries returns the queries received so far.
+func (s *Server) Queries() []Query {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Query(nil), s.queries...)
+}
+
+// QueriesFor returns the queries received for name (any case, dot optional).
+func (s *Server) QueriesFor(name string) []Query {
+	name = dns.CanonicalName(name)
+	var out []Query
+	for _, q := range s.Queries() {
+		if q.Name == name {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// Count is the number of queries received.
+func (s *Server) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count
+}
+
+// Close stops the server; it then refuses UDP and TCP on its port.
+func (s *Server) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+		if srv != nil {
+			_ = srv.ShutdownContext(ctx)
+		}
+	}
+}

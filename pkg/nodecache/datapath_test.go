@@ -1,0 +1,181 @@
+package nodecache
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/lrpdns/lrpdns/internal/dnstest"
+)
+
+func wantOnly(t *testing.T, s *dnstest.Server, name, network string, n int) {
+	t.Helper()
+	got := s.QueriesFor(name)
+	if len(got) != n {
+		t.Fatalf("%s received %d queries for %s, want %d: %v", s.Addr, len(got), name, n, got)
+	}
+	for _, q := range got {
+		if q.Net != network {
+			t.Errorf("%s received %s over %s, want %s", s.Addr, name, q.Net, network)
+		}
+	}
+}
+
+func TestClusterNamesGoToClusterDNSOverTCP(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, name := range []string{"kubernetes.default.svc.cluster.local", "10.0.96.10.in-addr.arpa"} {
+		for _, network := range []string{"udp", "tcp"} {
+			name := network + "." + name
+			h.mustAnswer(name, "10.96.0.99")
+			wantOnly(t, h.cluster, name, "tcp", 1)
+			wantOnly(t, h.node, name, "", 0)
+		}
+	}
+}
+
+func TestExternalNamesGoToNodeResolverOverUDP(t *testing.T) {
+	h := newHarness(t, nil)
+	h.mustAnswer("www.example.com", "192.0.2.1")
+	wantOnly(t, h.node, "www.example.com", "udp", 1)
+	wantOnly(t, h.cluster, "www.example.com", "", 0)
+}
+
+func TestStubDomains(t *testing.T) {
+	var stub *dnstest.Server
+	h := newHarness(t, func(h *harness) {
+		stub = startDNS(t, "10.10.0.1", 30)
+		writeConfigMap(t, h.opts.KubeDNSConfigDir, map[string]string{
+			"stubDomains": fmt.Sprintf(`{"acme.local": [%q]}`, stub.Addr),
+		})
+	})
+	h.mustAnswer("db.acme.local", "10.10.0.1")
+	wantOnly(t, stub, "db.acme.local", "udp", 1)
+	wantOnly(t, h.node, "db.acme.local", "", 0)
+	wantOnly(t, h.cluster, "db.acme.local", "", 0)
+}
+
+func TestUpstreamNameserversReplaceNodeResolvers(t *testing.T) {
+	var upstream *dnstest.Server
+	h := newHarness(t, func(h *harness) {
+		upstream = startDNS(t, "198.51.100.7", 30)
+		writeConfigMap(t, h.opts.KubeDNSConfigDir, map[string]string{
+			"upstreamNameservers": fmt.Sprintf(`[%q]`, upstream.Addr),
+		})
+	})
+	h.mustAnswer("www.example.org", "198.51.100.7")
+	wantOnly(t, upstream, "www.example.org", "udp", 1)
+	wantOnly(t, h.node, "www.example.org", "", 0)
+}
+
+func TestRepeatedQueryIsServedFromCache(t *testing.T) {
+	h := newHarness(t, nil)
+	for range 5 {
+		h.mustAnswer("cached.example.com", "192.0.2.1")
+		h.mustAnswer("cached.default.svc.cluster.local", "10.96.0.99")
+	}
+	wantOnly(t, h.node, "cached.example.com", "udp", 1)
+	wantOnly(t, h.cluster, "cached.default.svc.cluster.local", "tcp", 1)
+}
+
+func TestServeStaleWhenUpstreamIsDown(t *testing.T) {
+	h := newHarness(t, func(h *harness) { h.opts.Cache.SuccessTTL = time.Second })
+	first := h.mustAnswer("stale.example.com", "192.0.2.1")
+	if ttl := first.Answer[0].Header().Ttl; ttl > 1 {
+		t.Fatalf("fresh answer TTL = %d, want at most the 1s cap", ttl)
+	}
+	h.node.Close()
+	time.Sleep(1500 * time.Millisecond) // let the 1s entry expire
+
+	r, err := h.query("udp", "never-seen.example.com")
+	if err != nil || r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("uncached name with the upstream down: %v, %v; want SERVFAIL (is the upstream really down?)", r, err)
+	}
+	stale := h.mustAnswer("stale.example.com", "192.0.2.1")
+	if ttl := stale.Answer[0].Header().Ttl; ttl != 30 {
+		t.Errorf("stale answer TTL = %d, want the configured 30", ttl)
+	}
+}
+
+func TestConfigMapChangeIsLive(t *testing.T) {
+	h := newHarness(t, nil) // no periodic check: only file events can trigger the reload
+	_, gen0 := h.metric("lrpdns_node_cache_config_generation")
+	h.mustAnswer("before.acme.local", "192.0.2.1")
+
+	stub := startDNS(t, "10.10.0.2", 30)
+	start := time.Now()
+	writeConfigMap(t, h.opts.KubeDNSConfigDir, map[string]string{
+		"stubDomains": fmt.Sprintf(`{"acme.local": [%q]}`, stub.Addr),
+	})
+	i := 0
+	if !eventually(5*time.Second, func() bool {
+		i++
+		r, err := h.query("udp", fmt.Sprintf("n%d.acme.local", i))
+		return err == nil && len(r.Answer) == 1 && r.Answer[0].(*dns.A).A.String() == "10.10.0.2"
+	}) {
+		t.Fatalf("stub domain not served 5s after the ConfigMap changed; logs:\n%s", h.logs)
+	}
+	t.Logf("stub domain served %s after the ConfigMap changed", time.Since(start).Round(time.Millisecond))
+	if _, gen := h.metric("lrpdns_node_cache_config_generation"); gen != gen0+1 {
+		t.Errorf("config_generation = %v, want %v", gen, gen0+1)
+	}
+}
+
+func TestBrokenConfigMapKeepsLastGoodConfig(t *testing.T) {
+	var stub *dnstest.Server
+	h := newHarness(t, func(h *harness) {
+		stub = startDNS(t, "10.10.0.3", 30)
+		writeConfigMap(t, h.opts.KubeDNSConfigDir, map[string]string{
+			"stubDomains": fmt.Sprintf(`{"acme.local": [%q]}`, stub.Addr),
+		})
+		h.opts.CheckInterval = 100 * time.Millisecond
+	})
+	info, _ := h.metric("lrpdns_node_cache_config_info")
+	_, errs0 := h.metric("lrpdns_node_cache_config_errors_total")
+
+	writeConfigMap(t, h.opts.KubeDNSConfigDir, map[string]string{"stubDomains": `{"acme.local": ["not-an-ip"]}`})
+	if !eventually(5*time.Second, func() bool {
+		_, ok := h.metric("lrpdns_node_cache_config_last_reload_successful")
+		return ok == 0
+	}) {
+		t.Fatalf("broken ConfigMap not noticed within 5s; logs:\n%s", h.logs)
+	}
+	time.Sleep(500 * time.Millisecond) // several periodic checks of the same broken input
+
+	if _, errs := h.metric("lrpdns_node_cache_config_errors_total"); errs != errs0+1 {
+		t.Errorf("config_errors_total = %v, want %v (one per refused input)", errs, errs0+1)
+	}
+	if got, _ := h.metric("lrpdns_node_cache_config_info"); got != info {
+		t.Errorf("active config changed to %s, want %s kept", got, info)
+	}
+	logs := h.logs.String()
+	if n := strings.Count(logs, "refused new configuration"); n != 1 {
+		t.Errorf("logged the refusal %d times, want once:\n%s", n, logs)
+	}
+	if !strings.Contains(logs, `stubDomains[\"acme.local\"]`) || !strings.Contains(logs, "not-an-ip") {
+		t.Errorf("log does not name the key and value:\n%s", logs)
+	}
+	h.mustAnswer("still.acme.local", "10.10.0.3")
+	wantOnly(t, stub, "still.acme.local", "udp", 1)
+}
+
+func TestDualStackListener(t *testing.T) {
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		ln.Close()
+	}
+	h := newHarness(t, func(h *harness) { h.opts.Bind = nil }) // all addresses, both families
+	for _, network := range []string{"udp", "tcp"} {
+		_, port, _ := net.SplitHostPort(h.dns[network])
+		for _, addr := range []string{net.JoinHostPort("127.0.0.1", port), net.JoinHostPort("::1", port)} {
+			r, err := exchange(network, addr, "both.example.com")
+			if err != nil || len(r.Answer) != 1 {
+				t.Errorf("query over %s to %s: %v, %v", network, addr, r, err)
+			}
+		}
+	}
+}
