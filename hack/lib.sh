@@ -1,0 +1,12 @@
+# Sourced by hack/ scripts: paths and pinned tool versions.
+# shellcheck shell=bash
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN="$REPO_ROOT/bin"
+# Heavy, version-keyed binaries live outside the clone so fresh clones reuse them.
+LRPDNS_CACHE=${LRPDNS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lrpdns}
+GOLANGCI_LINT_VERSION=v2.15.0
+COREDNS_VERSION=$(cd "$REPO_ROOT" && go list -m -f '{{.Version}}' github.com/coredns/coredns)
+VERSION=${VERSION:-dev}
+LDFLAGS="-s -w -X github.com/lrpdns/lrpdns/internal/version.Version=$VERSION"
+export LRPDNS_CACHE
+mkdir -p "$BIN" "$LRPDNS_CACHE"

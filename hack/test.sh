@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: unit tests, DNS data-path tests on loopback, and the
+# controller's integration tests on a real kube-apiserver + etcd, which
+# hack/k8s-bins.sh builds once from the module proxy (minutes cold, seconds warm).
+set -o errexit -o nounset -o pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+KUBEBUILDER_ASSETS=$("$REPO_ROOT/hack/k8s-bins.sh")
+export KUBEBUILDER_ASSETS
+go test -count=1 "$@" ./...

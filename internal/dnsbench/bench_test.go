@@ -1,0 +1,168 @@
+package dnsbench
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/lrpdns/lrpdns/internal/dnstest"
+)
+
+// BenchmarkCache loads node-cache and stock CoreDNS (built from the same
+// CoreDNS module version) side by side, both serving the very Corefile
+// node-cache renders, both forwarding to one recording server on loopback:
+//
+//	hit:  one name, always answered from the cache
+//	miss: a new name every query, always forwarded
+//
+// hack/bench.sh builds both binaries and sets LRPDNS_NODE_CACHE_BIN and
+// LRPDNS_COREDNS_BIN. The load generator shares the machine's cores with
+// the server, so compare the two columns, not absolute numbers across hosts.
+func BenchmarkCache(b *testing.B) {
+	nodeCache, coreDNS := os.Getenv("LRPDNS_NODE_CACHE_BIN"), os.Getenv("LRPDNS_COREDNS_BIN")
+	if nodeCache == "" || coreDNS == "" {
+		b.Skip("set LRPDNS_NODE_CACHE_BIN and LRPDNS_COREDNS_BIN (make bench does)")
+	}
+	upstream, err := dnstest.Start(dnstest.Options{Answer: netip.MustParseAddr("192.0.2.1"), TTL: 300, NoRecord: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer upstream.Close()
+	dir := b.TempDir()
+	write(b, filepath.Join(dir, "resolv.conf"), "nameserver 127.0.0.1\n")
+	write(b, filepath.Join(dir, "kube-dns", "upstreamNameservers"), fmt.Sprintf("[%q]", upstream.Addr))
+
+	flags := func(port int) []string {
+		return []string{
+			"--cluster-dns", upstream.Addr.String(), "--resolv-conf", filepath.Join(dir, "resolv.conf"),
+			"--kube-dns-config-dir", filepath.Join(dir, "kube-dns"), "--bind", "127.0.0.1",
+			"--port", strconv.Itoa(port), "--health-addr", freeAddr(b), "--ready-addr", freeAddr(b),
+			"--metrics-addr", freeAddr(b), "--lameduck", "0s",
+		}
+	}
+	servers := []*server{
+		{name: "node-cache", port: freePort(b)},
+		{name: "coredns", port: freePort(b)},
+	}
+	servers[0].cmd = exec.Command(nodeCache, flags(servers[0].port)...)
+	corefile, err := exec.Command(nodeCache, append([]string{"render"}, flags(servers[1].port)...)...).Output()
+	if err != nil {
+		b.Fatalf("render: %v", err)
+	}
+	write(b, filepath.Join(dir, "Corefile"), string(corefile))
+	servers[1].cmd = exec.Command(coreDNS, "-conf", filepath.Join(dir, "Corefile"), "-quiet")
+	for _, s := range servers {
+		s.start(b)
+		defer s.stop()
+	}
+
+	const workers = 16
+	for _, load := range []struct {
+		name string
+		qname func(i int) string
+	}{
+		{"hit", func(int) string { return "hit.example.com." }},
+		{"miss", func(i int) string { return "m" + strconv.Itoa(i) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + ".example.com." }},
+	} {
+		for _, s := range servers {
+			b.Run(load.name+"/"+s.name, func(b *testing.B) {
+				res, err := Load(s.addr(), b.N, workers, load.qname)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res.Failures > res.Queries/1000 {
+					b.Fatalf("%d of %d queries failed", res.Failures, res.Queries)
+				}
+				rss, err := RSS(s.cmd.Process.Pid)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(res.QPS(), "qps")
+				b.ReportMetric(float64(res.Percentile(0.5).Microseconds()), "p50-µs")
+				b.ReportMetric(float64(res.Percentile(0.99).Microseconds()), "p99-µs")
+				b.ReportMetric(float64(s.idleRSS)/(1<<20), "idle-RSS-MiB")
+				b.ReportMetric(float64(rss)/(1<<20), "RSS-MiB")
+			})
+		}
+	}
+}
+
+type server struct {
+	name    string
+	port    int
+	cmd     *exec.Cmd
+	out     bytes.Buffer
+	idleRSS uint64
+}
+
+func (s *server) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+func (s *server) start(b *testing.B) {
+	b.Helper()
+	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
+	if err := s.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := Load(s.addr(), 1, 1, func(int) string { return "hit.example.com." })
+		if err == nil && res.Failures == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s never answered: %s", s.name, s.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // settle before reading idle memory
+	rss, err := RSS(s.cmd.Process.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.idleRSS = rss
+}
+
+func (s *server) stop() {
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+}
+
+func write(b *testing.B, path, content string) {
+	b.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func freeAddr(b *testing.B) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func freePort(b *testing.B) int {
+	b.Helper()
+	for range 20 {
+		a := freeAddr(b)
+		if pc, err := net.ListenPacket("udp", a); err == nil {
+			pc.Close()
+			return int(netip.MustParseAddrPort(a).Port())
+		}
+	}
+	b.Fatal("no port free for both UDP and TCP")
+	return 0
+}
