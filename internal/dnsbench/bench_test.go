@@ -65,11 +65,13 @@ func BenchmarkCache(b *testing.B) {
 
 	const workers = 16
 	for _, load := range []struct {
-		name string
+		name  string
 		qname func(i int) string
 	}{
 		{"hit", func(int) string { return "hit.example.com." }},
-		{"miss", func(i int) string { return "m" + strconv.Itoa(i) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + ".example.com." }},
+		{"miss", func(i int) string {
+			return "m" + strconv.Itoa(i) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + ".example.com."
+		}},
 	} {
 		for _, s := range servers {
 			b.Run(load.name+"/"+s.name, func(b *testing.B) {
