@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/lrpdns/lrpdns/internal/version"
+	"github.com/lrpdns/lrpdns/pkg/lrp"
+)
+
+func runController(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lrpdns controller", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	n, c := lrp.DefaultNames(), lrp.DefaultCiliumNames()
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig `FILE`; default: in-cluster, or $KUBECONFIG")
+	fs.StringVar(&n.Namespace, "namespace", n.Namespace, "namespace of kube-dns, the DaemonSet and what the controller owns")
+	fs.StringVar(&n.KubeDNSService, "kube-dns-service", n.KubeDNSService, "the cluster DNS Service to redirect")
+	fs.StringVar(&n.DaemonSet, "daemonset", n.DaemonSet, "the node-cache DaemonSet")
+	fs.StringVar(&n.UpstreamService, "upstream-service", n.UpstreamService, "the Service the cache forwards cluster names to (owned)")
+	fs.StringVar(&n.Policy, "policy-name", n.Policy, "the CiliumLocalRedirectPolicy's name (owned)")
+	ciliumNS := fs.String("cilium-namespace", "", "namespace of Cilium's ConfigMap and DaemonSet; default: --namespace")
+	fs.StringVar(&c.ConfigMap, "cilium-config", c.ConfigMap, "Cilium's ConfigMap")
+	fs.StringVar(&c.DaemonSet, "cilium-daemonset", c.DaemonSet, "Cilium's agent DaemonSet")
+	leader := fs.Bool("leader-elect", true, "elect one active replica (Lease lrpdns-controller)")
+	metrics := fs.String("metrics-addr", ":8080", "Prometheus endpoint `HOST:PORT`; 0 disables")
+	health := fs.String("health-addr", ":8081", "/healthz and /readyz `HOST:PORT`; 0 disables")
+	dev := fs.Bool("log-dev", false, "human-readable logs")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.Namespace = n.Namespace
+	if *ciliumNS != "" {
+		c.Namespace = *ciliumNS
+	}
+	ctrl.SetLogger(zap.New(zap.WriteTo(stderr), zap.UseDevMode(*dev)))
+
+	var cfg *rest.Config
+	var err error
+	if *kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	} else {
+		cfg, err = ctrl.GetConfig()
+	}
+	if err != nil {
+		return fmt.Errorf("failed to load kubeconfig: %w", err)
+	}
+	cfg.UserAgent = "lrpdns-controller/" + version.Version
+	mgr, err := lrp.NewManager(cfg, lrp.Options{Names: n, Cilium: c, LeaderElection: *leader, MetricsAddr: *metrics, HealthAddr: *health})
+	if err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("failed to add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("failed to add ready check: %w", err)
+	}
+	ctrl.Log.Info("starting controller", "version", version.Version, "namespace", n.Namespace, "daemonset", n.DaemonSet, "kubeDNS", n.KubeDNSService)
+	return mgr.Start(ctx)
+}

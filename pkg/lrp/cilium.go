@@ -1,0 +1,103 @@
+package lrp
+
+import (
+	"context"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/version"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// minCiliumVersion is the first Cilium that falls back to the Service's own
+// backends when a node has no ready redirect backend; older ones drop the
+// traffic, so the controller will not redirect on them.
+const minCiliumVersion = "1.19.0"
+
+// CiliumNames says where Cilium's own objects are.
+type CiliumNames struct {
+	Namespace string
+	// ConfigMap holds the agent's options (cilium-config).
+	ConfigMap string
+	// DaemonSet is the agent (cilium); its image tag gives the version.
+	DaemonSet string
+}
+
+// DefaultCiliumNames are Cilium's Helm chart defaults.
+func DefaultCiliumNames() CiliumNames {
+	return CiliumNames{Namespace: "kube-system", ConfigMap: "cilium-config", DaemonSet: "cilium"}
+}
+
+type ciliumCheck struct {
+	warned bool // something needs the user's attention
+	tooOld bool // redirecting would drop traffic
+}
+
+// checkCilium reads cilium-config and the agent's image. What it cannot read
+// (not found, forbidden, an image without a version tag) it logs and skips.
+func (r *Reconciler) checkCilium(ctx context.Context, ds *appsv1.DaemonSet) ciliumCheck {
+	log := logf.FromContext(ctx)
+	var res ciliumCheck
+	cm := &corev1.ConfigMap{}
+	switch err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Cilium.Namespace, Name: r.Cilium.ConfigMap}, cm); {
+	case err != nil:
+		log.Info("cannot read Cilium's configuration; not checking enable-local-redirect-policy", "configmap", r.Cilium.Namespace+"/"+r.Cilium.ConfigMap, "err", err.Error())
+	case cm.Data["enable-local-redirect-policy"] != "true":
+		res.warned = true
+		r.Events.Eventf(ds, nil, corev1.EventTypeWarning, ReasonLRPDisabled, "Check",
+			"ConfigMap %s/%s has enable-local-redirect-policy=%q: Cilium ignores the redirect until it is \"true\" (Helm: localRedirectPolicies.enabled=true)",
+			cm.Namespace, cm.Name, cm.Data["enable-local-redirect-policy"])
+	}
+
+	agent := &appsv1.DaemonSet{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Cilium.Namespace, Name: r.Cilium.DaemonSet}, agent); err != nil {
+		if !apierrors.IsNotFound(err) {
+			log.Info("cannot read Cilium's DaemonSet; not checking its version", "daemonset", r.Cilium.Namespace+"/"+r.Cilium.DaemonSet, "err", err.Error())
+		}
+		return res
+	}
+	image := agentImage(agent)
+	v, ok := imageVersion(image)
+	if !ok {
+		log.Info("Cilium's image has no version tag; not checking its version", "image", image)
+		return res
+	}
+	if v.LessThan(version.MustParseSemantic(minCiliumVersion)) {
+		res.warned, res.tooOld = true, true
+		r.Events.Eventf(ds, nil, corev1.EventTypeWarning, ReasonCiliumTooOld, "Check",
+			"Cilium %s (image %s in DaemonSet %s/%s) is older than %s: it drops DNS on a node whose cache pod is not ready, so no redirect is created; upgrade Cilium",
+			v, image, agent.Namespace, agent.Name, minCiliumVersion)
+	}
+	return res
+}
+
+func agentImage(ds *appsv1.DaemonSet) string {
+	cs := ds.Spec.Template.Spec.Containers
+	for _, c := range cs {
+		if c.Name == "cilium-agent" {
+			return c.Image
+		}
+	}
+	if len(cs) > 0 {
+		return cs[0].Image
+	}
+	return ""
+}
+
+// imageVersion reads the version in an image reference's tag, as in
+// quay.io/cilium/cilium:v1.20.2@sha256:...
+func imageVersion(image string) (*version.Version, bool) {
+	ref, _, _ := strings.Cut(image, "@")
+	i := strings.LastIndexByte(ref, ':')
+	if i < 0 || strings.Contains(ref[i:], "/") {
+		return nil, false
+	}
+	v, err := version.ParseSemantic(strings.TrimPrefix(ref[i+1:], "v"))
+	if err != nil {
+		return nil, false
+	}
+	return v, true
+}

@@ -1,0 +1,205 @@
+package lrp
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	slimv1 "github.com/cilium/cilium/pkg/k8s/slim/k8s/apis/meta/v1"
+	"github.com/cilium/cilium/pkg/policy/api"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// Labels on every object the controller owns.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "lrpdns"
+)
+
+// dnsPort is the port a Service port must expose to count as DNS.
+const dnsPort = 53
+
+// Names says which objects the controller reads and writes, all in one
+// namespace.
+type Names struct {
+	Namespace       string
+	KubeDNSService  string
+	DaemonSet       string
+	UpstreamService string
+	// Policy is the CiliumLocalRedirectPolicy's name.
+	Policy string
+}
+
+// DefaultNames are the names the manifests use.
+func DefaultNames() Names {
+	return Names{
+		Namespace:       "kube-system",
+		KubeDNSService:  "kube-dns",
+		DaemonSet:       "node-local-dns",
+		UpstreamService: "kube-dns-upstream",
+		Policy:          "node-local-dns",
+	}
+}
+
+// PortError says why the redirect's ports cannot be built.
+type PortError struct{ msg string }
+
+func (e *PortError) Error() string { return e.msg }
+
+func portErrorf(format string, args ...any) error { return &PortError{fmt.Sprintf(format, args...)} }
+
+func ownerRef(ds *appsv1.DaemonSet) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion:         "apps/v1",
+		Kind:               "DaemonSet",
+		Name:               ds.Name,
+		UID:                ds.UID,
+		Controller:         ptr.To(true),
+		BlockOwnerDeletion: ptr.To(true),
+	}
+}
+
+func ownedMeta(name, namespace string, ds *appsv1.DaemonSet) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:            name,
+		Namespace:       namespace,
+		Labels:          map[string]string{ManagedByLabel: ManagedByValue, "app.kubernetes.io/part-of": ds.Name},
+		OwnerReferences: []metav1.OwnerReference{ownerRef(ds)},
+	}
+}
+
+// dnsServicePorts are kube-dns's ports that serve DNS (port 53), UDP first.
+func dnsServicePorts(svc *corev1.Service) []corev1.ServicePort {
+	var out []corev1.ServicePort
+	for _, p := range svc.Spec.Ports {
+		if p.Port == dnsPort && (p.Protocol == corev1.ProtocolUDP || p.Protocol == corev1.ProtocolTCP) {
+			out = append(out, p)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b corev1.ServicePort) int { return strings.Compare(string(b.Protocol), string(a.Protocol)) })
+	return out
+}
+
+// DesiredUpstreamService is kube-dns's selector and DNS ports, same IP
+// families, and a ClusterIP of its own.
+func DesiredUpstreamService(n Names, kubeDNS *corev1.Service, ds *appsv1.DaemonSet) (*corev1.Service, error) {
+	ports := dnsServicePorts(kubeDNS)
+	if len(ports) == 0 {
+		return nil, portErrorf("Service %s/%s has no DNS port (port 53, UDP or TCP); its ports: %s",
+			kubeDNS.Namespace, kubeDNS.Name, describeServicePorts(kubeDNS.Spec.Ports))
+	}
+	if len(kubeDNS.Spec.Selector) == 0 {
+		return nil, portErrorf("Service %s/%s has no selector; the upstream Service needs CoreDNS's pod selector", kubeDNS.Namespace, kubeDNS.Name)
+	}
+	svc := &corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: ownedMeta(n.UpstreamService, n.Namespace, ds),
+		Spec: corev1.ServiceSpec{
+			Type:           corev1.ServiceTypeClusterIP,
+			Selector:       kubeDNS.Spec.Selector,
+			IPFamilies:     kubeDNS.Spec.IPFamilies,
+			IPFamilyPolicy: kubeDNS.Spec.IPFamilyPolicy,
+		},
+	}
+	for _, p := range ports {
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port, TargetPort: p.TargetPort})
+	}
+	return svc, nil
+}
+
+// DesiredPolicy redirects kube-dns's DNS ports to the DaemonSet's pods: the
+// frontend names are kube-dns's port names, the backend has the container
+// ports of the same names and protocols, with the containers' numbers.
+func DesiredPolicy(n Names, kubeDNS *corev1.Service, ds *appsv1.DaemonSet) (*ciliumv2.CiliumLocalRedirectPolicy, error) {
+	ports := dnsServicePorts(kubeDNS)
+	if len(ports) == 0 {
+		return nil, portErrorf("Service %s/%s has no DNS port (port 53, UDP or TCP); its ports: %s",
+			kubeDNS.Namespace, kubeDNS.Name, describeServicePorts(kubeDNS.Spec.Ports))
+	}
+	sel := ds.Spec.Selector
+	if sel == nil || (len(sel.MatchLabels) == 0 && len(sel.MatchExpressions) == 0) {
+		return nil, portErrorf("DaemonSet %s/%s has no pod selector", ds.Namespace, ds.Name)
+	}
+	containerPorts := map[string]corev1.ContainerPort{}
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.Name != "" {
+				containerPorts[p.Name+"/"+string(protocolOrTCP(p.Protocol))] = p
+			}
+		}
+	}
+	var front, back []ciliumv2.PortInfo
+	for _, p := range ports {
+		if p.Name == "" {
+			return nil, portErrorf("Service %s/%s port %d/%s has no name; the redirect matches ports by name, so name it (for example dns for UDP, dns-tcp for TCP)",
+				kubeDNS.Namespace, kubeDNS.Name, p.Port, p.Protocol)
+		}
+		cp, ok := containerPorts[p.Name+"/"+string(p.Protocol)]
+		if !ok {
+			return nil, portErrorf("Service %s/%s port %q (%d/%s) has no containerPort named %q with protocol %s in DaemonSet %s/%s (its named container ports: %s); without it the redirect has no backend and DNS silently stays on kube-dns",
+				kubeDNS.Namespace, kubeDNS.Name, p.Name, p.Port, p.Protocol, p.Name, p.Protocol, ds.Namespace, ds.Name, describeContainerPorts(ds))
+		}
+		front = append(front, ciliumv2.PortInfo{Port: strconv.Itoa(int(p.Port)), Protocol: api.L4Proto(p.Protocol), Name: p.Name})
+		back = append(back, ciliumv2.PortInfo{Port: strconv.Itoa(int(cp.ContainerPort)), Protocol: api.L4Proto(p.Protocol), Name: p.Name})
+	}
+	exprs := make([]slimv1.LabelSelectorRequirement, 0, len(sel.MatchExpressions))
+	for _, e := range sel.MatchExpressions {
+		exprs = append(exprs, slimv1.LabelSelectorRequirement{Key: e.Key, Operator: slimv1.LabelSelectorOperator(e.Operator), Values: e.Values})
+	}
+	if len(exprs) == 0 {
+		exprs = nil
+	}
+	return &ciliumv2.CiliumLocalRedirectPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: ciliumv2.SchemeGroupVersion.String(), Kind: ciliumv2.CLRPKindDefinition},
+		ObjectMeta: ownedMeta(n.Policy, n.Namespace, ds),
+		Spec: ciliumv2.CiliumLocalRedirectPolicySpec{
+			RedirectFrontend: ciliumv2.RedirectFrontend{ServiceMatcher: &ciliumv2.ServiceInfo{
+				Name: kubeDNS.Name, Namespace: kubeDNS.Namespace, ToPorts: front,
+			}},
+			RedirectBackend: ciliumv2.RedirectBackend{
+				LocalEndpointSelector: slimv1.LabelSelector{MatchLabels: sel.MatchLabels, MatchExpressions: exprs},
+				ToPorts:               back,
+			},
+			Description: fmt.Sprintf("Managed by lrpdns: DNS for Service %s/%s answered by the DaemonSet %s/%s pod on the same node.",
+				kubeDNS.Namespace, kubeDNS.Name, ds.Namespace, ds.Name),
+		},
+	}, nil
+}
+
+func protocolOrTCP(p corev1.Protocol) corev1.Protocol {
+	if p == "" {
+		return corev1.ProtocolTCP
+	}
+	return p
+}
+
+func describeServicePorts(ports []corev1.ServicePort) string {
+	var s []string
+	for _, p := range ports {
+		s = append(s, fmt.Sprintf("%q %d/%s", p.Name, p.Port, p.Protocol))
+	}
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+func describeContainerPorts(ds *appsv1.DaemonSet) string {
+	var s []string
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.Name != "" {
+				s = append(s, fmt.Sprintf("%q %d/%s", p.Name, p.ContainerPort, protocolOrTCP(p.Protocol)))
+			}
+		}
+	}
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}

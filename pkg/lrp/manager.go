@@ -1,0 +1,161 @@
+package lrp
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+)
+
+// Scheme knows the built-in types and Cilium's v2 API.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("failed to add client-go types: %w", err)
+	}
+	if err := ciliumv2.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("failed to add Cilium v2 types: %w", err)
+	}
+	return s, nil
+}
+
+// CacheOptions scope every informer to what the controller needs: one
+// namespace, the one DaemonSet by name, the upstream Service's EndpointSlices
+// by label. Pods are never watched, so memory does not grow with them.
+func CacheOptions(n Names) cache.Options {
+	ns := map[string]cache.Config{n.Namespace: {}}
+	return cache.Options{
+		DefaultNamespaces: ns,
+		ByObject: map[client.Object]cache.ByObject{
+			&appsv1.DaemonSet{}: {Namespaces: map[string]cache.Config{n.Namespace: {
+				FieldSelector: fields.OneTermEqualSelector("metadata.name", n.DaemonSet),
+			}}},
+			&discoveryv1.EndpointSlice{}: {Namespaces: map[string]cache.Config{n.Namespace: {
+				LabelSelector: labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: n.UpstreamService}),
+			}}},
+			&corev1.Service{}:                     {Namespaces: ns},
+			&ciliumv2.CiliumLocalRedirectPolicy{}: {Namespaces: ns},
+		},
+	}
+}
+
+// Options configure NewManager.
+type Options struct {
+	Names  Names
+	Cilium CiliumNames
+	// LeaderElection makes only one replica reconcile at a time.
+	LeaderElection bool
+	MetricsAddr    string // "0" disables
+	HealthAddr     string // "0" disables
+	// Recheck is how soon to look again when Cilium is misconfigured;
+	// default one minute.
+	Recheck time.Duration
+
+	// skipNameValidation lets tests run several managers in one process.
+	skipNameValidation bool
+}
+
+// NewManager returns a manager running the reconciler, with its cache scoped
+// by CacheOptions.
+func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
+	return newManager(cfg, o, nil)
+}
+
+// newManager lets tests wrap the reconciler's client.
+func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Client) (manager.Manager, error) {
+	scheme, err := Scheme()
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Cache:                   CacheOptions(o.Names),
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        "lrpdns-controller",
+		LeaderElectionNamespace: o.Names.Namespace,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.HealthAddr,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create manager: %w", err)
+	}
+	c := mgr.GetClient()
+	if wrap != nil {
+		c = wrap(c)
+	}
+	r := &Reconciler{
+		Client:  c,
+		Recheck: o.Recheck,
+
+		skipNameValidation: o.skipNameValidation,
+		APIReader:          mgr.GetAPIReader(),
+		Mapper:             mgr.GetRESTMapper(),
+		Events:             mgr.GetEventRecorder("lrpdns"),
+		Names:              o.Names,
+		Cilium:             o.Cilium,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// SetupWithManager registers the watches. Every event maps to the one
+// request, the DaemonSet's name. Policies are watched if their CRD is
+// served at start; otherwise the manager stops once it is installed.
+func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
+	req := []ctrl.Request{{NamespacedName: r.key(r.Names.DaemonSet)}}
+	toDaemonSet := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []ctrl.Request { return req })
+	named := func(names ...string) predicate.Predicate {
+		return predicate.NewPredicateFuncs(func(o client.Object) bool {
+			for _, n := range names {
+				if o.GetNamespace() == r.Names.Namespace && o.GetName() == n {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	served, err := r.policiesServed()
+	if err != nil {
+		return err
+	}
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("lrpdns").
+		WithOptions(controller.Options{SkipNameValidation: &r.skipNameValidation}).
+		For(&appsv1.DaemonSet{}, builder.WithPredicates(named(r.Names.DaemonSet))).
+		Watches(&corev1.Service{}, toDaemonSet, builder.WithPredicates(named(r.Names.KubeDNSService, r.Names.UpstreamService))).
+		Watches(&discoveryv1.EndpointSlice{}, toDaemonSet)
+	if served {
+		b = b.Watches(&ciliumv2.CiliumLocalRedirectPolicy{}, toDaemonSet, builder.WithPredicates(named(r.Names.Policy)))
+	} else {
+		// Informers cannot be added to a running controller reliably; once
+		// the CRD is installed, stop so the process restarts watching it.
+		if err := mgr.Add(manager.RunnableFunc(r.awaitPolicyCRD)); err != nil {
+			return fmt.Errorf("failed to add CRD watcher: %w", err)
+		}
+	}
+	r.watching = served
+	if err := b.Complete(r); err != nil {
+		return fmt.Errorf("failed to build controller: %w", err)
+	}
+	return nil
+}
