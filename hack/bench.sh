@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# node-cache vs stock CoreDNS (same module version, same Corefile), cache hit
-# and cache miss over UDP on loopback: QPS, p50/p99 latency, idle and loaded RSS.
+# Benchmarks, each with the command that produced it in its output:
+#  - node-cache vs stock CoreDNS (same module version, same Corefile), cache
+#    hit and cache miss over UDP on loopback: QPS, p50/p99, idle/loaded RSS;
+#  - the controller: convergence from DaemonSet ready to policy created, and
+#    its RSS with 100 vs 10,000 unrelated pods (real kube-apiserver + etcd).
 #   BENCHTIME=5s COUNT=3 make bench
 set -o errexit -o nounset -o pipefail
 source "$(dirname "$0")/lib.sh"
@@ -8,7 +11,11 @@ cd "$REPO_ROOT"
 hack/build.sh >/dev/null
 LRPDNS_NODE_CACHE_BIN="$BIN/node-cache"
 LRPDNS_COREDNS_BIN=$(hack/coredns-bin.sh)
-export LRPDNS_NODE_CACHE_BIN LRPDNS_COREDNS_BIN
+KUBEBUILDER_ASSETS=$(hack/k8s-bins.sh)
+export LRPDNS_NODE_CACHE_BIN LRPDNS_COREDNS_BIN KUBEBUILDER_ASSETS
 echo "node-cache: $LRPDNS_NODE_CACHE_BIN ($VERSION); stock CoreDNS: $LRPDNS_COREDNS_BIN ($COREDNS_VERSION)"
-echo "cores: $(nproc); load generator and server share them"
-go test -run '^$' -bench 'BenchmarkCache' -benchtime "${BENCHTIME:-3s}" -count "${COUNT:-1}" ./internal/dnsbench/
+echo "cores: $(nproc); the load generator and the server share them"
+run() { echo "+ $*"; "$@"; }
+run go test -run '^$' -bench 'BenchmarkCache' -benchtime "${BENCHTIME:-3s}" -count "${COUNT:-1}" ./internal/dnsbench/
+run go test -run '^$' -bench 'BenchmarkConvergence' -benchtime 20x -count "${COUNT:-1}" ./pkg/lrp/
+run go test -run '^$' -bench 'BenchmarkControllerRSS' -benchtime 1x -timeout 30m ./pkg/lrp/

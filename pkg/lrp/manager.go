@@ -9,9 +9,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -40,9 +42,10 @@ func Scheme() (*runtime.Scheme, error) {
 // CacheOptions scope every informer to what the controller needs: one
 // namespace, the one DaemonSet by name, the upstream Service's EndpointSlices
 // by label. Pods are never watched, so memory does not grow with them.
-func CacheOptions(n Names) cache.Options {
+// Policies are included when their CRD is served.
+func CacheOptions(n Names, policies bool) cache.Options {
 	ns := map[string]cache.Config{n.Namespace: {}}
-	return cache.Options{
+	o := cache.Options{
 		DefaultNamespaces: ns,
 		ByObject: map[client.Object]cache.ByObject{
 			&appsv1.DaemonSet{}: {Namespaces: map[string]cache.Config{n.Namespace: {
@@ -51,10 +54,34 @@ func CacheOptions(n Names) cache.Options {
 			&discoveryv1.EndpointSlice{}: {Namespaces: map[string]cache.Config{n.Namespace: {
 				LabelSelector: labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: n.UpstreamService}),
 			}}},
-			&corev1.Service{}:                     {Namespaces: ns},
-			&ciliumv2.CiliumLocalRedirectPolicy{}: {Namespaces: ns},
+			&corev1.Service{}: {Namespaces: ns},
 		},
 	}
+	if policies {
+		o.ByObject[&ciliumv2.CiliumLocalRedirectPolicy{}] = cache.ByObject{Namespaces: ns}
+	}
+	return o
+}
+
+// policyCRDServed asks discovery whether cilium.io/v2 serves the policy kind.
+func policyCRDServed(cfg *rest.Config) (bool, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return false, fmt.Errorf("failed to create discovery client: %w", err)
+	}
+	list, err := dc.ServerResourcesForGroupVersion(ciliumv2.SchemeGroupVersion.String())
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("failed to discover %s: %w", ciliumv2.SchemeGroupVersion, err)
+	}
+	for _, r := range list.APIResources {
+		if r.Kind == ciliumv2.CLRPKindDefinition {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Options configure NewManager.
@@ -85,9 +112,13 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 	if err != nil {
 		return nil, err
 	}
+	policies, err := policyCRDServed(cfg)
+	if err != nil {
+		return nil, err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Cache:                   CacheOptions(o.Names),
+		Cache:                   CacheOptions(o.Names, policies),
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "lrpdns-controller",
 		LeaderElectionNamespace: o.Names.Namespace,

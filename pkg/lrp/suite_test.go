@@ -141,7 +141,7 @@ func (c countingClient) Delete(ctx context.Context, obj client.Object, opts ...c
 // scenario is one namespace with kube-dns, the cache DaemonSet, Cilium's
 // objects, and a running controller.
 type scenario struct {
-	t      *testing.T
+	t      testing.TB
 	ns     string
 	c      client.Client
 	cfg    *rest.Config
@@ -155,7 +155,13 @@ type scenario struct {
 func newScenario(t *testing.T) *scenario {
 	t.Helper()
 	needEnv(t)
-	s := &scenario{t: t, ns: "lrp-" + rand.String(6), c: suite.client, cfg: suite.cfg}
+	return newScenarioOn(t, suite.client, suite.cfg)
+}
+
+// newScenarioOn makes a scenario on another API server.
+func newScenarioOn(t testing.TB, c client.Client, cfg *rest.Config) *scenario {
+	t.Helper()
+	s := &scenario{t: t, ns: "lrp-" + rand.String(6), c: c, cfg: cfg}
 	s.names = DefaultNames()
 	s.names.Namespace = s.ns
 	s.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}})
