@@ -42,6 +42,11 @@ generate: ## Regenerate RBAC and the rendered install manifest.
 verify: ## Fail if generated files, go.mod or formatting drifted; lint; vet the e2e suite.
 	hack/verify.sh
 
+.PHONY: set-image
+set-image: ## Point manifests/ at IMAGE_REPO/{node-cache,lrpdns}:IMAGE_TAG and re-render install.yaml.
+	go run ./hack/set-image $(IMAGE_REPO) $(IMAGE_TAG)
+	hack/generate.sh
+
 .PHONY: image
 image: ## Build the container image (needs a Docker engine).
 	hack/image.sh

@@ -3,16 +3,16 @@ package lrp
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	ciliumclient "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/client"
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/lrpdns/lrpdns/internal/testenv"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -44,7 +44,7 @@ var suite struct {
 func TestMain(m *testing.M) {
 	code := func() int {
 		if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-			suite.err = fmt.Errorf("KUBEBUILDER_ASSETS is unset; run make test, which builds kube-apiserver and etcd")
+			suite.err = testenv.ErrNoAssets
 			return m.Run()
 		}
 		ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel())))
@@ -73,23 +73,11 @@ func zapLevel() zapcore.Level {
 	return 4 // quiet: only panics
 }
 
-// startEnv starts kube-apiserver + etcd, with the CLRP CRD when withCRD.
 func startEnv(withCRD bool) (*envtest.Environment, *rest.Config, error) {
-	env := &envtest.Environment{}
-	if withCRD {
-		crd := clrpCRD()
-		env.CRDs = []*apiextensionsv1.CustomResourceDefinition{&crd}
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		return nil, nil, fmt.Errorf("failed to start envtest: %w", err)
-	}
-	return env, cfg, nil
+	return testenv.Start(withCRD)
 }
 
-func clrpCRD() apiextensionsv1.CustomResourceDefinition {
-	return ciliumclient.GetPregeneratedCRD(slog.New(slog.DiscardHandler), ciliumclient.CLRPCRDName)
-}
+func clrpCRD() apiextensionsv1.CustomResourceDefinition { return testenv.CLRPCRD() }
 
 func needEnv(t *testing.T) {
 	t.Helper()

@@ -1,0 +1,284 @@
+package manifests
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/lrpdns/lrpdns/internal/cli"
+	"github.com/lrpdns/lrpdns/internal/testenv"
+	"github.com/lrpdns/lrpdns/pkg/lrp"
+	"github.com/lrpdns/lrpdns/pkg/nodecache"
+)
+
+const root = "../../manifests"
+
+func render(t *testing.T, components ...string) []*unstructured.Unstructured {
+	t.Helper()
+	out, err := Render(root, components...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decode(t, out)
+}
+
+func decode(t *testing.T, b []byte) []*unstructured.Unstructured {
+	t.Helper()
+	d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		err := d.Decode(&u.Object)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+}
+
+func typed[T any](t *testing.T, objs []*unstructured.Unstructured, kind, name string) *T {
+	t.Helper()
+	for _, u := range objs {
+		if u.GetKind() == kind && u.GetName() == name {
+			v := new(T)
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, v, true); err != nil {
+				t.Fatalf("%s %s: %v", kind, name, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no %s %s in the rendered manifests", kind, name)
+	return nil
+}
+
+func TestInstallYAMLIsUpToDate(t *testing.T) {
+	t.Parallel()
+	want, err := Render(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(root, "install.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, body, ok := bytes.Cut(got, []byte("---\n")); !ok || !bytes.Equal(body, want) {
+		t.Errorf("manifests/install.yaml is out of date: run make generate")
+	}
+}
+
+// TestAcceptedByAPIServer applies every rendered object, base and
+// components, with server-side dry-run to a real kube-apiserver.
+func TestAcceptedByAPIServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs kube-apiserver + etcd")
+	}
+	env, cfg, err := testenv.Start(true)
+	if errors.Is(err, testenv.ErrNoAssets) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop() //nolint:errcheck // best effort
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	objs := render(t, "components/prometheus", "components/grafana-dashboard")
+	applied := 0
+	for _, u := range objs {
+		if u.GetAPIVersion() == "monitoring.coreos.com/v1" {
+			continue // the Prometheus Operator's CRDs are not part of this cluster
+		}
+		err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("lrpdns-test"), client.ForceOwnership, client.DryRunAll)
+		if err != nil {
+			t.Errorf("%s %s/%s rejected: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		}
+		applied++
+	}
+	if applied < 8 {
+		t.Errorf("applied %d objects, want the base's 7 and the dashboard", applied)
+	}
+}
+
+func hardened(t *testing.T, what string, pod corev1.PodSpec) {
+	t.Helper()
+	if pod.HostNetwork || pod.HostPID || pod.HostIPC {
+		t.Errorf("%s shares a host namespace", what)
+	}
+	psc := pod.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("%s pod securityContext = %+v, want runAsNonRoot and seccomp RuntimeDefault", what, psc)
+	}
+	for _, c := range pod.Containers {
+		sc := c.SecurityContext
+		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+			sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+			(sc.Privileged != nil && *sc.Privileged) || sc.Capabilities == nil ||
+			!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
+			t.Errorf("%s container %s securityContext = %+v, want no privilege escalation, read-only root, drop ALL, add nothing", what, c.Name, sc)
+		}
+		if c.ReadinessProbe == nil || c.LivenessProbe == nil {
+			t.Errorf("%s container %s lacks a readiness or liveness probe", what, c.Name)
+		}
+		if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+			t.Errorf("%s container %s resources = %+v, want CPU and memory requests and a memory limit", what, c.Name, c.Resources)
+		}
+		for _, p := range c.Ports {
+			if p.HostPort != 0 {
+				t.Errorf("%s container %s binds host port %d", what, c.Name, p.HostPort)
+			}
+		}
+	}
+}
+
+func TestNodeCacheDaemonSetSafety(t *testing.T) {
+	t.Parallel()
+	ds := typed[appsv1.DaemonSet](t, render(t), "DaemonSet", "node-local-dns")
+	pod := ds.Spec.Template.Spec
+	hardened(t, "DaemonSet", pod)
+	if pod.DNSPolicy != corev1.DNSDefault {
+		t.Errorf("dnsPolicy = %q, want Default (the node's resolvers)", pod.DNSPolicy)
+	}
+	if pod.PriorityClassName != "system-node-critical" {
+		t.Errorf("priorityClassName = %q", pod.PriorityClassName)
+	}
+	if !slices.ContainsFunc(pod.Tolerations, func(tl corev1.Toleration) bool { return tl.Operator == corev1.TolerationOpExists && tl.Key == "" }) {
+		t.Errorf("tolerations = %+v, want one tolerating every taint", pod.Tolerations)
+	}
+	ru := ds.Spec.UpdateStrategy.RollingUpdate
+	if ru == nil || ru.MaxSurge == nil || *ru.MaxSurge != intstr.FromInt32(1) || ru.MaxUnavailable == nil || *ru.MaxUnavailable != intstr.FromInt32(0) {
+		t.Errorf("rollingUpdate = %+v, want maxSurge 1, maxUnavailable 0", ru)
+	}
+	c := pod.Containers[0]
+	if p := c.ReadinessProbe.HTTPGet; p == nil || p.Path != "/ready" || p.Port != intstr.FromInt32(8181) {
+		t.Errorf("readiness probe = %+v, want GET /ready on 8181", c.ReadinessProbe)
+	}
+	if p := c.LivenessProbe.HTTPGet; p == nil || p.Path != "/health" || p.Port != intstr.FromInt32(8080) {
+		t.Errorf("liveness probe = %+v, want GET /health on 8080", c.LivenessProbe)
+	}
+	// Readiness must go down (period x threshold) well inside the lameduck
+	// period, and the grace period must outlast it.
+	lameduck := 5 * time.Second
+	if slices.Contains(c.Args, "--lameduck=5s") == false {
+		t.Errorf("args %v: want --lameduck=5s", c.Args)
+	}
+	notReadyAfter := time.Duration(c.ReadinessProbe.PeriodSeconds*c.ReadinessProbe.FailureThreshold) * time.Second
+	if notReadyAfter >= lameduck || pod.TerminationGracePeriodSeconds == nil || time.Duration(*pod.TerminationGracePeriodSeconds)*time.Second <= lameduck {
+		t.Errorf("readiness off after %v, lameduck %v, grace %vs: want readiness off first and the grace period longer",
+			notReadyAfter, lameduck, *pod.TerminationGracePeriodSeconds)
+	}
+	var optional bool
+	for _, v := range pod.Volumes {
+		if v.ConfigMap != nil && v.ConfigMap.Name == "kube-dns" && v.ConfigMap.Optional != nil && *v.ConfigMap.Optional {
+			optional = true
+		}
+	}
+	if !optional {
+		t.Errorf("the kube-dns ConfigMap is not mounted as optional")
+	}
+	for _, p := range c.Ports {
+		if p.ContainerPort < 1024 {
+			t.Errorf("port %s %d is privileged; the cache runs with no capability", p.Name, p.ContainerPort)
+		}
+	}
+}
+
+// TestPortsMatchWhatTheControllerWrites builds the redirect from the shipped
+// DaemonSet and a stock kube-dns Service, as the controller does.
+func TestPortsMatchWhatTheControllerWrites(t *testing.T) {
+	t.Parallel()
+	ds := typed[appsv1.DaemonSet](t, render(t), "DaemonSet", "node-local-dns")
+	kubeDNS := &corev1.Service{}
+	kubeDNS.Name, kubeDNS.Namespace = "kube-dns", "kube-system"
+	kubeDNS.Spec.Selector = map[string]string{"k8s-app": "kube-dns"}
+	kubeDNS.Spec.Ports = []corev1.ServicePort{
+		{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(53)},
+		{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53, TargetPort: intstr.FromInt32(53)},
+		{Name: "metrics", Protocol: corev1.ProtocolTCP, Port: 9153, TargetPort: intstr.FromInt32(9153)},
+	}
+	p, err := lrp.DesiredPolicy(lrp.DefaultNames(), kubeDNS, ds)
+	if err != nil {
+		t.Fatalf("the controller cannot build a redirect for the shipped DaemonSet: %v", err)
+	}
+	for _, port := range p.Spec.RedirectBackend.ToPorts {
+		if port.Port != "5353" {
+			t.Errorf("backend port %+v, want 5353", port)
+		}
+	}
+	if ds.Name != lrp.DefaultNames().DaemonSet || ds.Namespace != lrp.DefaultNames().Namespace {
+		t.Errorf("DaemonSet %s/%s, want the controller's default %s/%s", ds.Namespace, ds.Name, lrp.DefaultNames().Namespace, lrp.DefaultNames().DaemonSet)
+	}
+}
+
+func TestControllerDeploymentSafety(t *testing.T) {
+	t.Parallel()
+	objs := render(t)
+	d := typed[appsv1.Deployment](t, objs, "Deployment", "lrpdns-controller")
+	hardened(t, "Deployment", d.Spec.Template.Spec)
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+		t.Errorf("replicas = %v, want 2", d.Spec.Replicas)
+	}
+	args := d.Spec.Template.Spec.Containers[0].Args
+	if !slices.Contains(args, "--leader-elect=true") {
+		t.Errorf("args %v: want --leader-elect=true", args)
+	}
+	sa := typed[corev1.ServiceAccount](t, objs, "ServiceAccount", d.Spec.Template.Spec.ServiceAccountName)
+	if sa.Namespace != "kube-system" {
+		t.Errorf("ServiceAccount in %s", sa.Namespace)
+	}
+	for _, u := range objs {
+		if strings.HasPrefix(u.GetKind(), "Cluster") {
+			t.Errorf("%s %s: the controller needs no cluster-wide permission", u.GetKind(), u.GetName())
+		}
+	}
+}
+
+// TestContainerArgsParse runs the shipped arguments through the binaries'
+// own flag parsing.
+func TestContainerArgsParse(t *testing.T) {
+	objs := render(t)
+	ds := typed[appsv1.DaemonSet](t, objs, "DaemonSet", "node-local-dns")
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 10.99.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBE_DNS_UPSTREAM_SERVICE_HOST", "10.96.0.11")
+	args := append([]string{"render"}, ds.Spec.Template.Spec.Containers[0].Args...)
+	args = append(args, "--resolv-conf", resolv)
+	var out, errs bytes.Buffer
+	if err := nodecache.Run(context.Background(), args, &out, &errs); err != nil {
+		t.Errorf("node-cache %v: %v\n%s", args, err, errs.String())
+	}
+	if !strings.Contains(out.String(), ".:5353 {") {
+		t.Errorf("node-cache with the shipped args does not serve port 5353:\n%s", out.String())
+	}
+
+	d := typed[appsv1.Deployment](t, objs, "Deployment", "lrpdns-controller")
+	cargs := append(slices.Clone(d.Spec.Template.Spec.Containers[0].Args), "-h") // parse every flag, then stop
+	if err := cli.Run(context.Background(), cargs, io.Discard, io.Discard); err != nil {
+		t.Errorf("lrpdns %v: %v", cargs, err)
+	}
+}
