@@ -70,7 +70,7 @@ func Load(addr string, n, workers int, name func(i int) string) (Result, error) 
 			m := new(dns.Msg)
 			for i := w; i < n; i += workers {
 				m.SetQuestion(name(i), dns.TypeA)
-				m.Id = uint16(i)
+				m.Id = dns.Id()
 				out, err := m.Pack()
 				if err != nil {
 					errc <- err
