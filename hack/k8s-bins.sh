@@ -5,6 +5,7 @@
 #
 #   hack/k8s-bins.sh            # kube-apiserver + etcd
 #   hack/k8s-bins.sh --all      # also kube-controller-manager + kube-scheduler
+#   hack/k8s-bins.sh --kubectl  # also kubectl
 set -o errexit -o nounset -o pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.4}
@@ -17,7 +18,13 @@ export GOCACHE=${LRPDNS_GOCACHE:-$CACHE/gocache}
 export GOFLAGS=-mod=mod CGO_ENABLED=0
 
 want=(kube-apiserver etcd)
-[[ "${1:-}" == "--all" ]] && want+=(kube-controller-manager kube-scheduler)
+for arg in "$@"; do
+  case "$arg" in
+    --all) want+=(kube-controller-manager kube-scheduler) ;;
+    --kubectl) want+=(kubectl) ;;
+    *) echo "k8s-bins: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for b in "${want[@]}"; do [[ -x "$OUT/$b" ]] || missing+=("$b"); done
@@ -54,6 +61,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
 
@@ -85,7 +93,7 @@ for b in "${missing[@]}"; do
   if [[ "$b" == etcd ]]; then
     (cd "$WORK/etcd" && go mod tidy >&2 && go build -trimpath -ldflags "-s -w" -o "$OUT/etcd.tmp" .)
   else
-    [[ -f "$WORK/k8s/go.sum" ]] || (cd "$WORK/k8s" && go mod tidy -e >&2)
+    grep -q kubectl "$WORK/k8s/go.sum" 2>/dev/null || (cd "$WORK/k8s" && go mod tidy -e >&2)
     (cd "$WORK/k8s" && go build -trimpath -ldflags "$ldflags" -o "$OUT/$b.tmp" "k8s.io/kubernetes/cmd/$b")
   fi
   mv "$OUT/$b.tmp" "$OUT/$b"

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/lrpdns/lrpdns/internal/version"
 )
@@ -14,6 +15,8 @@ const usage = `Usage: lrpdns <command> [flags]
 
 Commands:
   controller   reconcile the CiliumLocalRedirectPolicy and the upstream Service
+  verify       prove the node-local DNS path from Hubble flows (exit 0 only if it holds)
+  probe        send DNS queries and report failures as JSON (used by the e2e suites)
   version      print the version
 
 Run 'lrpdns <command> -h' for a command's flags.
@@ -29,6 +32,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "controller":
 		err = runController(ctx, args[1:], stderr)
+	case "verify":
+		err = runVerify(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "probe":
+		err = runProbe(ctx, args[1:], stdout, stderr)
 	case "version":
 		_, err = fmt.Fprintln(stdout, version.Version)
 	case "-h", "--help", "help":

@@ -1,0 +1,70 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Cluster is what the suite needs from a provider.
+type Cluster interface {
+	// RESTConfig reaches the API server as an administrator.
+	RESTConfig() (*rest.Config, error)
+	// HubbleServer is a Hubble observer address (Relay, or an agent socket).
+	HubbleServer() string
+	// Exec runs cmd in the pod's first container and returns its stdout.
+	Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error)
+	// Image is the image reference of our lrpdns image in this cluster.
+	Image() string
+}
+
+// fromEnv builds the provider hack/e2e.sh describes in the environment:
+//
+//	LRPDNS_E2E_KUBECONFIG  kubeconfig file
+//	LRPDNS_E2E_HUBBLE      Hubble address
+//	LRPDNS_E2E_KUBECTL     kubectl binary (exec in pods)
+//	LRPDNS_E2E_IMAGE       the lrpdns image
+func fromEnv() (Cluster, error) {
+	c := &kubectlCluster{
+		kubeconfig: os.Getenv("LRPDNS_E2E_KUBECONFIG"),
+		hubble:     os.Getenv("LRPDNS_E2E_HUBBLE"),
+		kubectl:    os.Getenv("LRPDNS_E2E_KUBECTL"),
+		image:      os.Getenv("LRPDNS_E2E_IMAGE"),
+	}
+	if c.kubeconfig == "" || c.hubble == "" || c.kubectl == "" || c.image == "" {
+		return nil, fmt.Errorf("set LRPDNS_E2E_KUBECONFIG, LRPDNS_E2E_HUBBLE, LRPDNS_E2E_KUBECTL and LRPDNS_E2E_IMAGE (make e2e does)")
+	}
+	return c, nil
+}
+
+// kubectlCluster is any cluster reached with a kubeconfig and kubectl exec:
+// kind, or a real one.
+type kubectlCluster struct {
+	kubeconfig, hubble, kubectl, image string
+}
+
+func (c *kubectlCluster) RESTConfig() (*rest.Config, error) {
+	return clientcmd.BuildConfigFromFlags("", c.kubeconfig)
+}
+
+func (c *kubectlCluster) HubbleServer() string { return c.hubble }
+
+func (c *kubectlCluster) Image() string { return c.image }
+
+func (c *kubectlCluster) Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error) {
+	args := append([]string{"--kubeconfig", c.kubeconfig, "-n", namespace, "exec", pod, "--"}, cmd...)
+	var stdout, stderr bytes.Buffer
+	x := exec.CommandContext(ctx, c.kubectl, args...)
+	x.Stdout, x.Stderr = &stdout, &stderr
+	if err := x.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("kubectl exec %s/%s %v: %w: %s", namespace, pod, cmd, err, stderr.String())
+	}
+	return stdout.String(), nil
+}

@@ -1,0 +1,233 @@
+package verify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+func load(t *testing.T, name string) []*observerpb.GetFlowsResponse {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flows, err := ReadFlows(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(flows) < 10 {
+		t.Fatalf("%s: %d flows, want a real recording", name, len(flows))
+	}
+	return flows
+}
+
+func labConfig() Config {
+	c := DefaultConfig()
+	c.NodeResolvers = []netip.Addr{netip.MustParseAddr("10.99.0.1")}
+	return c
+}
+
+func statuses(t *testing.T, c Config, flows []*observerpb.GetFlowsResponse) map[string]Status {
+	t.Helper()
+	rs, err := Evaluate(context.Background(), c, flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]Status{}
+	for _, r := range rs {
+		out[r.Name] = r.Status
+		if (r.Status == Pass && r.Matched > 0 || r.Status == Fail) && r.Evidence == nil {
+			t.Errorf("%s: %s without an evidence flow", r.Name, r.Status)
+		}
+	}
+	return out
+}
+
+func all(s Status) map[string]Status {
+	return map[string]Status{
+		"clients-to-cache": s, "cache-to-coredns-tcp": s, "cache-to-node-resolvers": s, "no-bypass": s,
+		"cluster-names-not-to-node-resolvers": s, "external-names-not-to-coredns": s,
+	}
+}
+
+// TestRecordedFlows runs every check on the real recordings (testdata/README.md).
+func TestRecordedFlows(t *testing.T) {
+	t.Parallel()
+	with := func(m map[string]Status, kv ...any) map[string]Status {
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1].(Status)
+		}
+		return m
+	}
+	tests := []struct {
+		file   string
+		config Config
+		want   map[string]Status
+		pass   bool
+	}{
+		{"healthy.jsonpb", labConfig(), all(Pass), true},
+		{"healthy.jsonpb", DefaultConfig(), all(Pass), true}, // resolvers as "not a pod"
+		{"bypass.jsonpb", labConfig(), with(all(Pass),
+			"clients-to-cache", Fail, "no-bypass", Fail, "cache-to-node-resolvers", Fail,
+			"cluster-names-not-to-node-resolvers", NoData, "external-names-not-to-coredns", NoData), false},
+		{"external-to-coredns.jsonpb", labConfig(), with(all(Pass),
+			"cache-to-node-resolvers", Fail, "external-names-not-to-coredns", Fail), false},
+		{"cluster-to-node-resolver.jsonpb", labConfig(), with(all(Pass),
+			"cache-to-coredns-tcp", Fail, "cluster-names-not-to-node-resolvers", Fail), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			t.Parallel()
+			flows := load(t, tt.file)
+			if diff := cmp.Diff(tt.want, statuses(t, tt.config, flows)); diff != "" {
+				t.Errorf("statuses (-want +got):\n%s", diff)
+			}
+			rs, _ := Evaluate(context.Background(), tt.config, flows)
+			if Passed(rs) != tt.pass {
+				t.Errorf("Passed = %v, want %v", Passed(rs), tt.pass)
+			}
+		})
+	}
+}
+
+// TestCacheWithoutTCPFails derives a cache that never uses TCP from the
+// healthy recording by dropping its TCP flows: those with the cache's
+// identity, which includes connections the DNS proxy re-originated for it
+// from another address.
+func TestCacheWithoutTCPFails(t *testing.T) {
+	t.Parallel()
+	var udpOnly []*observerpb.GetFlowsResponse
+	for _, f := range load(t, "healthy.jsonpb") {
+		if slices.Contains(f.GetFlow().GetSource().GetLabels(), "k8s:k8s-app=node-local-dns") && f.GetFlow().GetL4().GetTCP() != nil {
+			continue
+		}
+		udpOnly = append(udpOnly, f)
+	}
+	if got := statuses(t, labConfig(), udpOnly)["cache-to-coredns-tcp"]; got != Fail {
+		t.Errorf("cache-to-coredns-tcp = %s, want FAIL when the cache never reaches CoreDNS over TCP", got)
+	}
+}
+
+func TestNoFlowsIsNoData(t *testing.T) {
+	t.Parallel()
+	rs, err := Evaluate(context.Background(), DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.Status != NoData {
+			t.Errorf("%s = %s with no flows, want NO DATA", r.Name, r.Status)
+		}
+	}
+	if Passed(rs) {
+		t.Error("Passed with no flows, want false")
+	}
+}
+
+// TestBareFlowShape feeds the same recording as bare Flow objects, one per
+// line, the other shape Hubble tools print.
+func TestBareFlowShape(t *testing.T) {
+	t.Parallel()
+	var bare bytes.Buffer
+	for _, f := range load(t, "healthy.jsonpb") {
+		b, err := protojson.Marshal(f.GetFlow())
+		if err != nil {
+			t.Fatal(err)
+		}
+		bare.Write(b)
+		bare.WriteString("\n\n")
+	}
+	flows, err := ReadFlows(&bare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(all(Pass), statuses(t, labConfig(), flows)); diff != "" {
+		t.Errorf("bare flows (-want +got):\n%s", diff)
+	}
+}
+
+func TestReadFlowsRejectsGarbage(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"not json\n", `{"flow": {"verdict": 12345678901234567890}}` + "\n"} {
+		if _, err := ReadFlows(strings.NewReader(in)); err == nil || !strings.Contains(err.Error(), "line 1") {
+			t.Errorf("ReadFlows(%q) error = %v, want one naming line 1", in, err)
+		}
+	}
+	flows, err := ReadFlows(strings.NewReader(`{"node_status": {"state_change": "NODE_CONNECTED"}}` + "\n"))
+	if err != nil || len(flows) != 0 {
+		t.Errorf("node status line: %d flows, %v; want skipped", len(flows), err)
+	}
+}
+
+func TestWindow(t *testing.T) {
+	t.Parallel()
+	flows := load(t, "healthy.jsonpb")
+	if got := Window(flows, 0); len(got) != len(flows) {
+		t.Errorf("Window(0) kept %d of %d", len(got), len(flows))
+	}
+	got := Window(flows, time.Second)
+	if len(got) == 0 || len(got) >= len(flows) {
+		t.Errorf("Window(1s) kept %d of %d flows spanning several seconds", len(got), len(flows))
+	}
+}
+
+func TestReports(t *testing.T) {
+	t.Parallel()
+	rs, err := Evaluate(context.Background(), labConfig(), load(t, "bypass.jsonpb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := WriteText(&text, rs); err != nil {
+		t.Fatal(err)
+	}
+	out := text.String()
+	for _, want := range []string{
+		"FAIL     no client reaches CoreDNS pods directly on port 53",
+		"10.244.0.55:", "-> 10.244.0.188:53", "FORWARDED (UDP)", // the evidence, as hubble observe prints it
+		"FAIL: the node-local DNS path is not proven",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text report lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "\n"); n < len(rs)+1 {
+		t.Errorf("text report has %d lines for %d checks", n, len(rs))
+	}
+
+	var js bytes.Buffer
+	if err := WriteJSON(&js, rs); err != nil {
+		t.Fatal(err)
+	}
+	var parsed struct {
+		Pass   bool
+		Checks []struct {
+			Name, Status string
+			Evidence     map[string]any
+		}
+	}
+	if err := json.Unmarshal(js.Bytes(), &parsed); err != nil {
+		t.Fatal(err)
+	}
+	if parsed.Pass || len(parsed.Checks) != len(rs) {
+		t.Errorf("JSON report pass=%v with %d checks, want false with %d", parsed.Pass, len(parsed.Checks), len(rs))
+	}
+	for _, c := range parsed.Checks {
+		if c.Name == "no-bypass" && (c.Status != "FAIL" || c.Evidence["flow"] == nil) {
+			t.Errorf("no-bypass in JSON = %+v, want FAIL with the evidence flow", c)
+		}
+	}
+}
