@@ -61,7 +61,7 @@ func (c *kubectlCluster) Image() string { return c.image }
 func (c *kubectlCluster) Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error) {
 	args := append([]string{"--kubeconfig", c.kubeconfig, "-n", namespace, "exec", pod, "--"}, cmd...)
 	var stdout, stderr bytes.Buffer
-	x := exec.CommandContext(ctx, c.kubectl, args...)
+	x := exec.CommandContext(ctx, c.kubectl, args...) //nolint:gosec // kubectl is the binary hack/e2e.sh built
 	x.Stdout, x.Stderr = &stdout, &stderr
 	if err := x.Run(); err != nil {
 		return stdout.String(), fmt.Errorf("kubectl exec %s/%s %v: %w: %s", namespace, pod, cmd, err, stderr.String())

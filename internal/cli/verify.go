@@ -58,7 +58,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if *server != "" {
 		flows, err = verify.FromServer(ctx, *server, *since, c)
 	} else {
-		var r io.Reader = stdin
+		r := stdin
 		if *file != "-" {
 			f, ferr := os.Open(*file)
 			if ferr != nil {

@@ -106,19 +106,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		return ctrl.Result{}, r.removePolicy(ctx, ds, "Service "+r.Names.KubeDNSService+" not found")
 	}
 
+	// Compute both desired objects before writing anything.
 	upstream, err := DesiredUpstreamService(r.Names, kubeDNS, ds)
+	var policy *ciliumv2.CiliumLocalRedirectPolicy
 	if err == nil {
-		err = r.applyUpstream(ctx, ds, upstream)
+		policy, err = DesiredPolicy(r.Names, kubeDNS, ds)
 	}
-	policy, perr := DesiredPolicy(r.Names, kubeDNS, ds)
-	if err = errors.Join(err, perr); err != nil {
-		var pe *PortError
-		if !errors.As(err, &pe) {
-			return ctrl.Result{}, err
-		}
+	if pe := (*PortError)(nil); errors.As(err, &pe) {
 		r.Events.Eventf(ds, kubeDNS, corev1.EventTypeWarning, ReasonPortMismatch, "Check", "%s", pe.Error())
 		log.Error(pe, "cannot build the redirect", "daemonset", klog.KObj(ds), "service", klog.KObj(kubeDNS))
 		return ctrl.Result{}, r.removePolicy(ctx, ds, "its ports cannot match")
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.applyUpstream(ctx, ds, upstream); err != nil {
+		return ctrl.Result{}, err
 	}
 
 	check := r.checkCilium(ctx, ds)

@@ -89,8 +89,8 @@ type check struct {
 	optional bool
 	scope    filterSet
 	match    filterSet
-	pass     string // what a PASS means
-	fail     string // what a FAIL means
+	whenOK   string // what a PASS means
+	whenBad  string // what a FAIL means
 }
 
 func (c Config) selector(sel string) string {
@@ -134,24 +134,24 @@ func (c Config) checks() []check {
 				white: []*flowpb.FlowFilter{{DestinationLabel: []string{cache}, DestinationPort: dnsPorts, Reply: []bool{false}}},
 				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}},
 			},
-			pass: "a client's query arrived at a cache pod",
-			fail: "DNS queries flow, but none reaches a cache pod: the redirect is not in effect (this flow went elsewhere)",
+			whenOK:  "a client's query arrived at a cache pod",
+			whenBad: "DNS queries flow, but none reaches a cache pod: the redirect is not in effect (this flow went elsewhere)",
 		},
 		{
 			name: "cache-to-coredns-tcp", want: true,
-			desc:  "cache pods reach CoreDNS pods over TCP port 53",
-			scope: filterSet{white: []*flowpb.FlowFilter{fromCache}},
-			match: filterSet{white: []*flowpb.FlowFilter{{SourceLabel: []string{cache}, DestinationLabel: []string{kubeDNS}, DestinationPort: []string{"53"}, Protocol: []string{"tcp"}, Reply: []bool{false}}}},
-			pass:  "a cluster-domain miss went to CoreDNS over TCP",
-			fail:  "the cache sent traffic, but never to CoreDNS over TCP (this flow is what it sent)",
+			desc:    "cache pods reach CoreDNS pods over TCP port 53",
+			scope:   filterSet{white: []*flowpb.FlowFilter{fromCache}},
+			match:   filterSet{white: []*flowpb.FlowFilter{{SourceLabel: []string{cache}, DestinationLabel: []string{kubeDNS}, DestinationPort: []string{"53"}, Protocol: []string{"tcp"}, Reply: []bool{false}}}},
+			whenOK:  "a cluster-domain miss went to CoreDNS over TCP",
+			whenBad: "the cache sent traffic, but never to CoreDNS over TCP (this flow is what it sent)",
 		},
 		{
 			name: "cache-to-node-resolvers", want: true,
-			desc:  "cache pods reach the node's resolvers on port 53",
-			scope: filterSet{white: []*flowpb.FlowFilter{fromCache}},
-			match: filterSet{white: []*flowpb.FlowFilter{toResolvers}, black: notResolvers},
-			pass:  "an external name went to a node resolver",
-			fail:  "the cache sent traffic, but never to a node resolver (this flow is what it sent)",
+			desc:    "cache pods reach the node's resolvers on port 53",
+			scope:   filterSet{white: []*flowpb.FlowFilter{fromCache}},
+			match:   filterSet{white: []*flowpb.FlowFilter{toResolvers}, black: notResolvers},
+			whenOK:  "an external name went to a node resolver",
+			whenBad: "the cache sent traffic, but never to a node resolver (this flow is what it sent)",
 		},
 		{
 			name: "no-bypass", want: false,
@@ -161,16 +161,16 @@ func (c Config) checks() []check {
 				white: []*flowpb.FlowFilter{{DestinationLabel: []string{kubeDNS}, DestinationPort: []string{"53"}, Reply: []bool{false}}},
 				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}},
 			},
-			pass: "every query to CoreDNS came from a cache pod",
-			fail: "a client queried CoreDNS directly, bypassing the cache",
+			whenOK:  "every query to CoreDNS came from a cache pod",
+			whenBad: "a client queried CoreDNS directly, bypassing the cache",
 		},
 		{
 			name: "cluster-names-not-to-node-resolvers", want: false, optional: true,
-			desc:  "cluster-domain names are never sent to the node's resolvers (L7 DNS)",
-			scope: filterSet{white: []*flowpb.FlowFilter{l7}},
-			match: filterSet{white: []*flowpb.FlowFilter{withDNSQuery(toResolvers, clusterNames)}, black: notResolvers},
-			pass:  "no cluster-domain name left for a node resolver",
-			fail:  "a cluster-domain name was sent to a node resolver",
+			desc:    "cluster-domain names are never sent to the node's resolvers (L7 DNS)",
+			scope:   filterSet{white: []*flowpb.FlowFilter{l7}},
+			match:   filterSet{white: []*flowpb.FlowFilter{withDNSQuery(toResolvers, clusterNames)}, black: notResolvers},
+			whenOK:  "no cluster-domain name left for a node resolver",
+			whenBad: "a cluster-domain name was sent to a node resolver",
 		},
 		{
 			name: "external-names-not-to-coredns", want: false, optional: true,
@@ -180,8 +180,8 @@ func (c Config) checks() []check {
 				white: []*flowpb.FlowFilter{{SourceLabel: []string{cache}, DestinationLabel: []string{kubeDNS}, Protocol: []string{"dns"}, Reply: []bool{false}}},
 				black: []*flowpb.FlowFilter{{DnsQuery: clusterNames}},
 			},
-			pass: "CoreDNS was asked only cluster-domain and reverse names",
-			fail: "an external name was sent to CoreDNS",
+			whenOK:  "CoreDNS was asked only cluster-domain and reverse names",
+			whenBad: "an external name was sent to CoreDNS",
 		},
 	}
 }
@@ -250,13 +250,13 @@ func Evaluate(ctx context.Context, c Config, flows []*observerpb.GetFlowsRespons
 		case r.InScope == 0:
 			r.Status, r.Why = NoData, "no flow in scope: is Hubble recording this traffic, and the window right?"
 		case ch.want && r.Matched > 0:
-			r.Status, r.Evidence, r.Why = Pass, firstMatch, ch.pass
+			r.Status, r.Evidence, r.Why = Pass, firstMatch, ch.whenOK
 		case ch.want:
-			r.Status, r.Evidence, r.Why = Fail, firstInScope, ch.fail
+			r.Status, r.Evidence, r.Why = Fail, firstInScope, ch.whenBad
 		case r.Matched > 0:
-			r.Status, r.Evidence, r.Why = Fail, firstMatch, ch.fail
+			r.Status, r.Evidence, r.Why = Fail, firstMatch, ch.whenBad
 		default:
-			r.Status, r.Why = Pass, fmt.Sprintf("%s (%d flows looked at)", ch.pass, r.InScope)
+			r.Status, r.Why = Pass, fmt.Sprintf("%s (%d flows looked at)", ch.whenOK, r.InScope)
 		}
 		out = append(out, r)
 	}
