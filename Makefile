@@ -31,7 +31,7 @@ lint: ## golangci-lint v2 (installed into bin/).
 	hack/lint.sh
 
 .PHONY: bench
-bench: ## Load node-cache and stock CoreDNS side by side: QPS, p50/p99, RSS.
+bench: ## node-cache vs stock CoreDNS (QPS, p50/p99, RSS); controller convergence and RSS.
 	hack/bench.sh
 
 .PHONY: generate
@@ -48,7 +48,7 @@ set-image: ## Point manifests/ at IMAGE_REPO/{node-cache,lrpdns}:IMAGE_TAG and r
 	hack/generate.sh
 
 .PHONY: image
-image: ## Build the container image (needs a Docker engine).
+image: ## Build the node-cache and lrpdns images (needs a Docker engine).
 	hack/image.sh
 
 .PHONY: e2e
@@ -56,5 +56,5 @@ e2e: ## kind + Cilium + Hubble end-to-end proof (needs a Docker engine).
 	hack/e2e.sh
 
 .PHONY: e2e-lab
-e2e-lab: ## The same proof on a real Cilium agent in network namespaces (root, Linux, no Docker).
+e2e-lab: ## Not built yet: the same proof on a real Cilium agent in network namespaces (exits 1).
 	hack/e2e-lab.sh
