@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
+	"strings"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -31,7 +33,23 @@ type Cluster interface {
 //	LRPDNS_E2E_HUBBLE      Hubble address
 //	LRPDNS_E2E_KUBECTL     kubectl binary (exec in pods)
 //	LRPDNS_E2E_IMAGE       the lrpdns image
+//
+// or, for the lab (hack/e2e-lab.sh), LRPDNS_E2E_PROVIDER=lab and
+//
+//	LRPDNS_E2E_EXEC        command prefix that runs a command in a pod
 func fromEnv() (Cluster, error) {
+	if os.Getenv("LRPDNS_E2E_PROVIDER") == "lab" {
+		c := &labCluster{
+			kubeconfig: os.Getenv("LRPDNS_E2E_KUBECONFIG"),
+			hubble:     os.Getenv("LRPDNS_E2E_HUBBLE"),
+			exec:       strings.Fields(os.Getenv("LRPDNS_E2E_EXEC")),
+			image:      os.Getenv("LRPDNS_E2E_IMAGE"),
+		}
+		if c.kubeconfig == "" || c.hubble == "" || len(c.exec) == 0 || c.image == "" {
+			return nil, fmt.Errorf("set LRPDNS_E2E_KUBECONFIG, LRPDNS_E2E_HUBBLE, LRPDNS_E2E_EXEC and LRPDNS_E2E_IMAGE (make e2e-lab does)")
+		}
+		return c, nil
+	}
 	c := &kubectlCluster{
 		kubeconfig: os.Getenv("LRPDNS_E2E_KUBECONFIG"),
 		hubble:     os.Getenv("LRPDNS_E2E_HUBBLE"),
@@ -65,6 +83,31 @@ func (c *kubectlCluster) Exec(ctx context.Context, namespace, pod string, cmd ..
 	x.Stdout, x.Stderr = &stdout, &stderr
 	if err := x.Run(); err != nil {
 		return stdout.String(), fmt.Errorf("kubectl exec %s/%s %v: %w: %s", namespace, pod, cmd, err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// labCluster is the lab: pods are processes, entered with lab-node exec.
+type labCluster struct {
+	kubeconfig, hubble, image string
+	exec                      []string
+}
+
+func (c *labCluster) RESTConfig() (*rest.Config, error) {
+	return clientcmd.BuildConfigFromFlags("", c.kubeconfig)
+}
+
+func (c *labCluster) HubbleServer() string { return c.hubble }
+
+func (c *labCluster) Image() string { return c.image }
+
+func (c *labCluster) Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error) {
+	args := append(append(slices.Clone(c.exec[1:]), "--namespace", namespace, "--pod", pod, "--"), cmd...)
+	var stdout, stderr bytes.Buffer
+	x := exec.CommandContext(ctx, c.exec[0], args...) //nolint:gosec // lab-node, built by hack/e2e-lab.sh
+	x.Stdout, x.Stderr = &stdout, &stderr
+	if err := x.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("lab exec %s/%s %v: %w: %s", namespace, pod, cmd, err, stderr.String())
 	}
 	return stdout.String(), nil
 }

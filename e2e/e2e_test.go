@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,6 +65,7 @@ func TestE2E(t *testing.T) {
 	t.Run("policy is in place", s.policyInPlace)
 	t.Run("names resolve through the cache", s.resolve)
 	t.Run("verify passes on Hubble flows", s.verifyFlows)
+	t.Run("a policy removed by hand shows as bypass and is restored", s.bypassReported)
 	t.Run("rollout restart loses no query", s.rollout)
 	t.Run("deleting the cache falls back to kube-dns", s.deleteCache)
 }
@@ -116,6 +118,37 @@ func (s *suite) resolve(t *testing.T) {
 	}
 }
 
+// verifyConfig is verify's default, with the node's resolvers when the
+// provider knows them (LRPDNS_E2E_NODE_RESOLVERS).
+func verifyConfig(t *testing.T) verify.Config {
+	c := verify.DefaultConfig()
+	for _, s := range strings.Split(os.Getenv("LRPDNS_E2E_NODE_RESOLVERS"), ",") {
+		if s != "" {
+			c.NodeResolvers = append(c.NodeResolvers, netip.MustParseAddr(s))
+		}
+	}
+	return c
+}
+
+func (s *suite) verify(t *testing.T, since time.Duration) []verify.Result {
+	flows, err := verify.FromServer(t.Context(), s.cluster.HubbleServer(), since, verifyConfig(t))
+	if err != nil {
+		t.Logf("hubble: %v", err)
+		return nil
+	}
+	results, err := verify.Evaluate(t.Context(), verifyConfig(t), flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return results
+}
+
+func report(results []verify.Result) string {
+	var b strings.Builder
+	_ = verify.WriteText(&b, results)
+	return b.String()
+}
+
 func (s *suite) verifyFlows(t *testing.T) {
 	ctx := t.Context()
 	var results []verify.Result
@@ -123,17 +156,68 @@ func (s *suite) verifyFlows(t *testing.T) {
 		if _, err := s.probe(ctx, "--count", "20", "--interval", "20ms", "kubernetes.default.svc.cluster.local", "example.com"); err != nil {
 			t.Logf("probe: %v", err)
 		}
-		flows, err := verify.FromServer(ctx, s.cluster.HubbleServer(), 2*time.Minute, verify.DefaultConfig())
-		if err != nil {
-			t.Logf("hubble: %v", err)
-			return false
-		}
-		results, err = verify.Evaluate(ctx, verify.DefaultConfig(), flows)
-		return err == nil && verify.Passed(results)
+		results = s.verify(t, 2*time.Minute)
+		return results != nil && verify.Passed(results)
 	})
-	var b strings.Builder
-	_ = verify.WriteText(&b, results)
-	t.Logf("lrpdns verify:\n%s", b.String())
+	t.Logf("lrpdns verify:\n%s", report(results))
+}
+
+// bypassReported stops the controller, deletes the policy by hand, and
+// expects verify to see clients reach CoreDNS directly; then the controller
+// comes back and restores the policy.
+func (s *suite) bypassReported(t *testing.T) {
+	ctx := t.Context()
+	key := client.ObjectKey{Namespace: s.names.Namespace, Name: "lrpdns-controller"}
+	scale := func(n int32) {
+		d := &appsv1.Deployment{}
+		if err := s.c.Get(ctx, key, d); err != nil {
+			t.Fatal(err)
+		}
+		patch := client.MergeFrom(d.DeepCopy())
+		d.Spec.Replicas = &n
+		if err := s.c.Patch(ctx, d, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scale(0)
+	waitFor(t, 2*time.Minute, "the controller to stop", func() bool {
+		pods := &corev1.PodList{}
+		return s.c.List(ctx, pods, client.InNamespace(s.names.Namespace), client.MatchingLabels{"app.kubernetes.io/name": "lrpdns-controller"}) == nil && len(pods.Items) == 0
+	})
+	p := &ciliumv2.CiliumLocalRedirectPolicy{}
+	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.Policy}, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.c.Delete(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	time.Sleep(3 * time.Second) // let the datapath drop the redirect
+	if r, err := s.probe(ctx, "--count", "10", "--interval", "50ms", "kubernetes.default.svc.cluster.local"); err != nil || r.Answered != r.Sent {
+		t.Errorf("without the policy: %+v, %v; want every query answered, by CoreDNS", r, err)
+	}
+	time.Sleep(2 * time.Second)
+	results := s.verify(t, time.Since(removed)+time.Second)
+	t.Logf("lrpdns verify without the policy:\n%s", report(results))
+	for _, r := range results {
+		if r.Name == "no-bypass" && r.Status != verify.Fail {
+			t.Errorf("no-bypass = %s without the policy, want FAIL", r.Status)
+		}
+	}
+
+	scale(2)
+	restoreStart := time.Now()
+	waitFor(t, 3*time.Minute, "the policy to be restored", func() bool {
+		return s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.Policy}, &ciliumv2.CiliumLocalRedirectPolicy{}) == nil
+	})
+	t.Logf("controller back: policy restored %v after scaling it up", time.Since(restoreStart).Round(time.Second))
+	waitFor(t, time.Minute, "verify to pass again", func() bool {
+		if _, err := s.probe(ctx, "--count", "10", "--interval", "20ms", "kubernetes.default.svc.cluster.local", "example.com"); err != nil {
+			t.Logf("probe: %v", err)
+		}
+		results := s.verify(t, 10*time.Second)
+		return results != nil && verify.Passed(results)
+	})
 }
 
 func (s *suite) rollout(t *testing.T) {

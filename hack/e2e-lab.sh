@@ -1,8 +1,216 @@
 #!/usr/bin/env bash
-# make e2e-lab: the end-to-end proof on a real Cilium agent in network
-# namespaces on this host (root, Linux, no Docker). Not built yet: the node
-# agent that runs the manifests' pods is missing, so this says so and fails
-# rather than pretend. Until then `make e2e` needs a Docker engine (kind).
+# make e2e-lab: the end-to-end proof on a real Cilium agent with Hubble, on
+# this Linux host, as root, without Docker. One node in network namespaces:
+# etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from
+# the Go module proxy), cilium-agent (kube-proxy replacement, local redirect
+# policies, Hubble), and lab-node, a small kubelet that runs the pods of
+# manifests/ (applied unchanged) as processes in their own network namespaces.
+# Then the e2e suite runs against it, as it does against kind.
+#
+# Every address lives in namespaces the lab creates (10.99.0.0/24 node link,
+# 10.96.0.0/16 services, 10.244.0.0/16 pods); nothing is attached to the root
+# network namespace; teardown kills by pid and removes only what it created.
+#   KEEP=1 make e2e-lab   # leave the lab up (hack/e2e-lab.sh down removes it)
 set -o errexit -o nounset -o pipefail
-echo "e2e-lab: not implemented yet (the lab's node agent does not exist); make e2e needs a Docker engine for kind" >&2
-exit 1
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+LAB=${LAB_DIR:-${TMPDIR:-/tmp}/lrpdns-lab}
+ARTIFACTS=${ARTIFACTS:-$REPO_ROOT/_artifacts/e2e-lab}
+NODE_NS=lrpdns-node EXT_NS=lrpdns-ext NODE=lrpdns-node
+log() { echo "e2e-lab: $*" >&2; }
+
+cgroup_root() {
+  if [[ "$(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null)" == cgroup2fs ]]; then echo /sys/fs/cgroup/unified/lrpdns-lab
+  elif [[ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" == cgroup2fs ]]; then echo /sys/fs/cgroup/lrpdns-lab
+  fi
+}
+CGROUP=$(cgroup_root)
+
+skip() { echo "e2e-lab: SKIP: $*"; exit 0; }
+preflight() {
+  [[ "$(uname -s)" == Linux ]] || skip "not Linux"
+  [[ $EUID -eq 0 ]] || skip "not root (the lab creates network namespaces and loads BPF)"
+  [[ -n "$CGROUP" ]] || skip "no cgroup v2 hierarchy"
+  local t; t=$(mktemp -d)
+  if ! mount -t bpf bpf "$t" 2>/dev/null; then rmdir "$t"; skip "BPF filesystem unavailable"; fi
+  umount "$t"; rmdir "$t"
+}
+
+install_packages() {
+  local need=()
+  [[ -x /usr/lib/llvm-19/bin/clang ]] || need+=(clang-19 llvm-19)
+  command -v iptables >/dev/null || need+=(iptables) # the agent's DNS proxy redirect
+  command -v setpriv >/dev/null || need+=(util-linux)
+  command -v openssl >/dev/null || need+=(openssl)
+  if [[ ${#need[@]} -gt 0 ]]; then
+    log "installing ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}
+
+build() {
+  local t0=$SECONDS
+  hack/build.sh >&2
+  K8S=$(hack/k8s-bins.sh --all --kubectl)
+  CILIUM_BIN=$(hack/cilium-bins.sh)
+  COREDNS=$(hack/coredns-bin.sh)
+  CGO_ENABLED=0 go build -o "$BIN/lab-node" ./e2e/lab/cmd/lab-node
+  CILIUM_SRC=$(go list -m -f '{{.Dir}}' github.com/cilium/cilium)
+  log "binaries ready in $((SECONDS - t0))s"
+}
+
+# The API server listens in the node's network namespace only.
+k() { nsenter --net="/run/netns/$NODE_NS" "$K8S/kubectl" --kubeconfig "$LAB/etc/kubeconfig" "$@"; }
+start() { # name netns cmd...   (runs in the background, logs and pid in the lab)
+  local name=$1 ns=$2; shift 2
+  if [[ -n "$ns" ]]; then nsenter --net="/run/netns/$ns" "$@" > "$LAB/logs/$name.log" 2>&1 &
+  else "$@" > "$LAB/logs/$name.log" 2>&1 &
+  fi
+  echo $! > "$LAB/pids/$name"
+}
+wait_for() { # seconds what cmd...
+  local n=$1 what=$2; shift 2
+  for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
+  log "timed out waiting for $what"; return 1
+}
+
+node_ready() { [[ "$(k get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]; }
+redirect_in_datapath() { "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" service list | grep -q LocalRedirect; }
+
+up() {
+  local t0=$SECONDS
+  mkdir -p "$LAB"/{run,lib,etc,pki,logs,pids,bpffs,etcd,node}
+  ip netns add "$NODE_NS"; ip netns add "$EXT_NS"
+  ip -n "$NODE_NS" link add node0 type veth peer name ext0 netns "$EXT_NS"
+  ip -n "$NODE_NS" addr add 10.99.0.2/24 dev node0; ip -n "$EXT_NS" addr add 10.99.0.1/24 dev ext0
+  for ns in "$NODE_NS" "$EXT_NS"; do ip -n "$ns" link set lo up; done
+  ip -n "$NODE_NS" link set node0 up; ip -n "$EXT_NS" link set ext0 up
+  ip -n "$NODE_NS" route add default via 10.99.0.1
+  ip -n "$EXT_NS" route add 10.244.0.0/16 via 10.99.0.2
+  mkdir -p "$CGROUP"
+  mount -t bpf bpf "$LAB/bpffs"
+  cp -r "$CILIUM_SRC/bpf" "$LAB/lib/bpf"; chmod -R u+w "$LAB/lib/bpf"
+  openssl genrsa -out "$LAB/pki/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$LAB/pki/sa.key" -pubout -out "$LAB/pki/sa.pub" 2>/dev/null
+  echo 'admintoken,admin,admin,system:masters' > "$LAB/pki/tokens.csv"
+  cat > "$LAB/etc/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: lab, cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: admintoken}}]
+contexts: [{name: lab, context: {cluster: lab, user: admin}}]
+current-context: lab
+KC
+  echo "nameserver 10.99.0.1" > "$LAB/etc/node-resolv.conf"
+  start etcd "$NODE_NS" "$K8S/etcd" --data-dir "$LAB/etcd" --listen-client-urls http://127.0.0.1:2379 \
+    --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
+    --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster default=http://127.0.0.1:2380
+  start kube-apiserver "$NODE_NS" "$K8S/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
+    --bind-address=0.0.0.0 --advertise-address=10.99.0.2 --secure-port=6443 --cert-dir="$LAB/pki/kas" \
+    --token-auth-file="$LAB/pki/tokens.csv" --authorization-mode=Node,RBAC --allow-privileged=true \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$LAB/pki/sa.pub" --service-account-signing-key-file="$LAB/pki/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 --enable-priority-and-fairness=false
+  wait_for 120 kube-apiserver k get --raw /readyz
+  log "kube-apiserver ready after $((SECONDS - t0))s"
+  start kube-controller-manager "$NODE_NS" "$K8S/kube-controller-manager" --kubeconfig="$LAB/etc/kubeconfig" \
+    --authentication-kubeconfig="$LAB/etc/kubeconfig" --authorization-kubeconfig="$LAB/etc/kubeconfig" \
+    --bind-address=127.0.0.1 --leader-elect=false --root-ca-file="$LAB/pki/kas/apiserver.crt" \
+    --service-account-private-key-file="$LAB/pki/sa.key" --use-service-account-credentials=false
+  start kube-scheduler "$NODE_NS" "$K8S/kube-scheduler" --kubeconfig="$LAB/etc/kubeconfig" \
+    --authentication-kubeconfig="$LAB/etc/kubeconfig" --authorization-kubeconfig="$LAB/etc/kubeconfig" \
+    --bind-address=127.0.0.1 --leader-elect=false
+  k apply --server-side -f "$CILIUM_SRC/pkg/k8s/apis/cilium.io/client/crds/v2/" -f "$CILIUM_SRC/pkg/k8s/apis/cilium.io/client/crds/v2alpha1/" >/dev/null
+  k apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Node
+metadata:
+  name: $NODE
+  labels: {kubernetes.io/hostname: $NODE, kubernetes.io/os: linux, kubernetes.io/arch: amd64}
+spec:
+  podCIDR: 10.244.0.0/24
+  podCIDRs: [10.244.0.0/24]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cilium-config, namespace: kube-system}
+data: {enable-local-redirect-policy: "true"}
+YAML
+  k patch node "$NODE" --subresource=status --type=merge \
+    -p '{"status":{"addresses":[{"type":"InternalIP","address":"10.99.0.2"},{"type":"Hostname","address":"'"$NODE"'"}]}}' >/dev/null
+  start cilium-agent-wrapper "" unshare -m --propagation slave hack/lab/cilium-agent.sh "$LAB" "$CILIUM_BIN" "$CGROUP" "$NODE_NS"
+  CILIUM_SOCK="$LAB/run/cilium.sock" wait_for 180 cilium-agent "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" status --brief
+  pgrep -f "^$CILIUM_BIN/cilium-agent" > "$LAB/pids/cilium-agent"
+  log "cilium-agent ready after $((SECONDS - t0))s"
+  echo '{"cniVersion":"0.3.1","name":"cilium","type":"cilium-cni","log-file":"'"$LAB"'/logs/cni.log"}' > "$LAB/etc/cni.conf"
+  start lab-node "$NODE_NS" "$BIN/lab-node" run --kubeconfig "$LAB/etc/kubeconfig" --node-name "$NODE" --node-ip 10.99.0.2 \
+    --dir "$LAB/node" --bin-dir "$BIN" --coredns "$COREDNS" --cilium-cni "$CILIUM_BIN/cilium-cni" \
+    --cni-conf "$LAB/etc/cni.conf" --agent-pid-file "$LAB/pids/cilium-agent" --resolv-conf "$LAB/etc/node-resolv.conf"
+  start resolver "$EXT_NS" "$BIN/lab-node" resolver --listen 10.99.0.1:53
+  wait_for 60 "the Node to be Ready" node_ready
+  wait_for 60 "ServiceAccounts" k -n kube-system get serviceaccount default
+  log "lab up after $((SECONDS - t0))s"
+}
+
+deploy() {
+  local t0=$SECONDS
+  k apply -f e2e/lab/kube-dns.yaml >/dev/null
+  k -n kube-system rollout status deploy/coredns --timeout=180s
+  k apply -k manifests/
+  k -n kube-system rollout status ds/node-local-dns --timeout=180s
+  k -n kube-system rollout status deploy/lrpdns-controller --timeout=180s
+  k apply -f e2e/lab/dns-visibility.yaml >/dev/null
+  wait_for 60 "the CiliumLocalRedirectPolicy" k -n kube-system get ciliumlocalredirectpolicy node-local-dns
+  wait_for 60 "the redirect in the datapath" redirect_in_datapath
+  log "deployed in $((SECONDS - t0))s"
+  echo "+ cilium-dbg lrp list"
+  "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" lrp list
+  echo "+ cilium-dbg service list"
+  "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" service list
+}
+
+suite() {
+  go test -c -tags e2e -o "$BIN/e2e.test" ./e2e/
+  (cd e2e && LRPDNS_E2E_PROVIDER=lab LRPDNS_E2E_KUBECONFIG="$LAB/etc/kubeconfig" LRPDNS_E2E_HUBBLE="unix://$LAB/run/hubble.sock" \
+  LRPDNS_E2E_EXEC="$BIN/lab-node exec --dir $LAB/node --bin-dir $BIN --coredns $COREDNS" \
+  LRPDNS_E2E_IMAGE=ghcr.io/lrpdns/lrpdns:v0.1.0 LRPDNS_E2E_ARTIFACTS="$ARTIFACTS" \
+  LRPDNS_E2E_NODE_RESOLVERS=10.99.0.1 \
+    nsenter --net="/run/netns/$NODE_NS" "$BIN/e2e.test" -test.v -test.count=1 -test.timeout=20m)
+}
+
+killpid() { if [[ -n "${1:-}" ]]; then kill "$1" 2>/dev/null || true; fi; }
+down() {
+  # The node agent stops its pods gracefully first.
+  killpid "$(cat "$LAB/pids/lab-node" 2>/dev/null)"; sleep 3
+  for p in resolver cilium-agent cilium-agent-wrapper kube-scheduler kube-controller-manager; do killpid "$(cat "$LAB/pids/$p" 2>/dev/null)"; done
+  sleep 2
+  killpid "$(cat "$LAB/pids/kube-apiserver" 2>/dev/null)"; killpid "$(cat "$LAB/pids/etcd" 2>/dev/null)"
+  sleep 1
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^(lab-[0-9a-f]{8}|$NODE_NS|$EXT_NS)$"); do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do killpid "$p"; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  if [[ -n "$CGROUP" && -f "$CGROUP/cgroup.procs" ]]; then
+    for p in $(cat "$CGROUP/cgroup.procs"); do killpid "$p"; done
+    rmdir "$CGROUP" 2>/dev/null || true
+  fi
+  mountpoint -q "$LAB/bpffs" 2>/dev/null && umount "$LAB/bpffs"
+  if [[ -d "$LAB/logs" ]]; then
+    mkdir -p "$ARTIFACTS/logs"; cp -r "$LAB/logs/." "$ARTIFACTS/logs/"
+    find "$LAB/node/pods" -name '*.log' -exec cp {} "$ARTIFACTS/logs/" \; 2>/dev/null || true
+  fi
+  rm -rf "$LAB"
+}
+
+if [[ "${1:-}" == down ]]; then down; exit 0; fi
+preflight
+install_packages
+start_time=$SECONDS
+build
+if [[ -d "$LAB" ]]; then log "removing a previous lab"; down; fi
+cleanup() { rc=$?; if [[ -z "${KEEP:-}" ]]; then down; fi; log "done in $((SECONDS - start_time))s, exit $rc"; exit $rc; }
+trap cleanup EXIT
+up
+deploy
+suite

@@ -1,0 +1,144 @@
+// Command lab-node is the lab's node side:
+//
+//	lab-node run ...       the node agent (a small kubelet), see package node
+//	lab-node exec ... -- CMD   run CMD in a pod, as kubectl exec would
+//	lab-node resolver ...  the node's resolver: answers every A query
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/miekg/dns"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/lrpdns/lrpdns/e2e/lab/node"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	err := run(ctx, os.Args[1:])
+	stop()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		os.Exit(exit.ExitCode())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lab-node:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: lab-node run|exec|resolver [flags]")
+	}
+	fs := flag.NewFlagSet("lab-node "+args[0], flag.ContinueOnError)
+	dir := fs.String("dir", "", "the lab's node state directory")
+	binDir := fs.String("bin-dir", "", "directory of node-cache and lrpdns")
+	coredns := fs.String("coredns", "", "stock CoreDNS binary")
+	images := func() node.Images {
+		return node.Images{
+			"ghcr.io/lrpdns/node-cache":       {Entrypoint: "/node-cache", Binary: filepath.Join(*binDir, "node-cache")},
+			"ghcr.io/lrpdns/lrpdns":           {Entrypoint: "/lrpdns", Binary: filepath.Join(*binDir, "lrpdns")},
+			"registry.k8s.io/coredns/coredns": {Entrypoint: "/coredns", Binary: *coredns},
+		}
+	}
+	switch args[0] {
+	case "run":
+		kubeconfig := fs.String("kubeconfig", "", "admin kubeconfig")
+		name := fs.String("node-name", "", "the Node's name")
+		ip := fs.String("node-ip", "", "the node's address")
+		plugin := fs.String("cilium-cni", "", "cilium-cni binary")
+		cniConf := fs.String("cni-conf", "", "CNI network configuration file")
+		agentPID := fs.String("agent-pid-file", "", "file holding the Cilium agent's PID")
+		resolv := fs.String("resolv-conf", "", "the node's resolv.conf")
+		clusterDNS := fs.String("cluster-dns", "10.96.0.10", "kube-dns ClusterIP")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+		if err != nil {
+			return err
+		}
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return err
+		}
+		conf, err := os.ReadFile(*cniConf)
+		if err != nil {
+			return err
+		}
+		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+		return node.New(node.Config{
+			NodeName: *name, NodeIP: *ip, Dir: *dir, Images: images(), ResolvConf: *resolv,
+			ClusterDNS: *clusterDNS, ClusterDomain: "cluster.local", Log: log,
+			CNI: node.CNI{Plugin: *plugin, Conf: conf, AgentPID: func() (int, error) {
+				b, err := os.ReadFile(*agentPID)
+				if err != nil {
+					return 0, err
+				}
+				return strconv.Atoi(strings.TrimSpace(string(b)))
+			}},
+		}, cs).Run(ctx)
+	case "exec":
+		ns := fs.String("namespace", "default", "the pod's namespace")
+		pod := fs.String("pod", "", "the pod's name")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		cmd, err := node.Exec(*dir, images(), *ns, *pod, fs.Args())
+		if err != nil {
+			return err
+		}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		return cmd.Run()
+	case "resolver":
+		listen := fs.String("listen", "", "ADDR:PORT, UDP and TCP")
+		answer := fs.String("answer", "198.51.100.53", "the A record for every name")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return resolver(ctx, *listen, netip.MustParseAddr(*answer))
+	}
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// resolver answers every A query with one address, over UDP and TCP.
+func resolver(ctx context.Context, listen string, answer netip.Addr) error {
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IP(answer.AsSlice())})
+		}
+		_ = w.WriteMsg(m)
+	})
+	errc := make(chan error, 2)
+	servers := []*dns.Server{{Addr: listen, Net: "udp", Handler: h}, {Addr: listen, Net: "tcp", Handler: h}}
+	for _, s := range servers {
+		go func() { errc <- s.ListenAndServe() }()
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		for _, s := range servers {
+			_ = s.Shutdown()
+		}
+		return nil
+	}
+}
