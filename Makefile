@@ -52,9 +52,9 @@ image: ## Build the node-cache and lrpdns images (needs a Docker engine).
 	hack/image.sh
 
 .PHONY: e2e
-e2e: ## kind + Cilium + Hubble end-to-end proof (needs a Docker engine).
+e2e: ## End-to-end proof: kind + Cilium + Hubble with a Docker engine, else the lab.
 	hack/e2e.sh
 
 .PHONY: e2e-lab
-e2e-lab: ## Not built yet: the same proof on a real Cilium agent in network namespaces (exits 1).
+e2e-lab: ## The same proof on a real Cilium agent in network namespaces (root, Linux, no Docker).
 	hack/e2e-lab.sh

@@ -282,3 +282,67 @@ func TestContainerArgsParse(t *testing.T) {
 		t.Errorf("lrpdns %v: %v", cargs, err)
 	}
 }
+
+// TestUpstreamServiceShippedFirst: kube-dns-upstream exists before the first
+// cache pod starts (its address reaches the pod as environment variables),
+// and on a stock kube-dns it already equals what the controller wants, so
+// adopting it only adds the owner reference.
+func TestUpstreamServiceShippedFirst(t *testing.T) {
+	t.Parallel()
+	objs := render(t)
+	first := func(kind, name string) int {
+		for i, u := range objs {
+			if u.GetKind() == kind && u.GetName() == name {
+				return i
+			}
+		}
+		t.Fatalf("no %s %s", kind, name)
+		return -1
+	}
+	n := lrp.DefaultNames()
+	if first("Service", n.UpstreamService) > first("DaemonSet", n.DaemonSet) {
+		t.Errorf("Service %s comes after the DaemonSet; its pods would start without KUBE_DNS_UPSTREAM_SERVICE_HOST", n.UpstreamService)
+	}
+	shipped := typed[corev1.Service](t, objs, "Service", n.UpstreamService)
+	ds := typed[appsv1.DaemonSet](t, objs, "DaemonSet", n.DaemonSet)
+	kubeDNS := &corev1.Service{}
+	kubeDNS.Name, kubeDNS.Namespace = "kube-dns", "kube-system"
+	kubeDNS.Spec.Selector = map[string]string{"k8s-app": "kube-dns"}
+	kubeDNS.Spec.Ports = []corev1.ServicePort{
+		{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(53)},
+		{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53, TargetPort: intstr.FromInt32(53)},
+	}
+	want, err := lrp.DesiredUpstreamService(n, kubeDNS, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shipped.Labels[lrp.ManagedByLabel] != lrp.ManagedByValue {
+		t.Errorf("labels %v: the controller removes it with the DaemonSet only if it carries %s=%s", shipped.Labels, lrp.ManagedByLabel, lrp.ManagedByValue)
+	}
+	for k, v := range want.Labels {
+		if shipped.Labels[k] != v {
+			t.Errorf("label %s=%q, want %q", k, shipped.Labels[k], v)
+		}
+	}
+	if !slices.Equal(keys(want.Spec.Selector), keys(shipped.Spec.Selector)) || want.Spec.Selector["k8s-app"] != shipped.Spec.Selector["k8s-app"] {
+		t.Errorf("selector %v, want %v", shipped.Spec.Selector, want.Spec.Selector)
+	}
+	if len(shipped.Spec.Ports) != len(want.Spec.Ports) {
+		t.Fatalf("ports %v, want %v", shipped.Spec.Ports, want.Spec.Ports)
+	}
+	for i, p := range want.Spec.Ports {
+		g := shipped.Spec.Ports[i]
+		if g.Name != p.Name || g.Protocol != p.Protocol || g.Port != p.Port || g.TargetPort != p.TargetPort {
+			t.Errorf("port %d = %+v, want %+v", i, g, p)
+		}
+	}
+}
+
+func keys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

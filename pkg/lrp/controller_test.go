@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -349,4 +350,37 @@ func TestImageVersion(t *testing.T) {
 			t.Errorf("imageVersion(%q) = %q, want %q", image, got, want)
 		}
 	}
+}
+
+// TestAdoptsShippedUpstreamService: the manifests ship kube-dns-upstream so
+// it exists before the cache's pods start; the controller adopts it in place.
+func TestAdoptsShippedUpstreamService(t *testing.T) {
+	s := newScenario(t)
+	shipped := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: s.names.UpstreamService, Namespace: s.ns, Labels: map[string]string{ManagedByLabel: ManagedByValue}},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"k8s-app": "kube-dns"},
+			Ports: []corev1.ServicePort{
+				{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(53)},
+				{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53, TargetPort: intstr.FromInt32(53)},
+			},
+		},
+	}
+	s.create(shipped)
+	s.healthy()
+	s.startController(s.cfg)
+	s.waitPolicy(nil)
+	ds := &appsv1.DaemonSet{}
+	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: s.names.DaemonSet}, ds); err != nil {
+		t.Fatal(err)
+	}
+	s.eventually("the shipped Service to be adopted", func() bool {
+		up, err := s.upstream()
+		return err == nil && len(up.OwnerReferences) == 1
+	})
+	up, _ := s.upstream()
+	if up.UID != shipped.UID || up.Spec.ClusterIP != shipped.Spec.ClusterIP {
+		t.Errorf("upstream Service uid %s ip %s, want the shipped one adopted in place (uid %s ip %s)", up.UID, up.Spec.ClusterIP, shipped.UID, shipped.Spec.ClusterIP)
+	}
+	assertOwnedBy(t, "the adopted upstream Service", up, ds)
 }

@@ -38,7 +38,7 @@ type podRuntime struct {
 type container struct {
 	spec     corev1.Container
 	argv     []string
-	env      []string
+	mounts   []mount
 	log      *os.File
 	cmd      *exec.Cmd
 	running  bool
@@ -114,9 +114,31 @@ func (p *podRuntime) setup(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(p.dir, "hosts"), []byte(hosts), 0o644); err != nil {
 		return err
 	}
+	for i := range p.pod.Spec.Containers {
+		spec := p.pod.Spec.Containers[i]
+		argv, err := p.a.cfg.Images.Argv(&spec)
+		if err != nil {
+			return err
+		}
+		c := &container{spec: spec, argv: argv, mounts: mounts[spec.Name]}
+		if c.log, err = os.Create(filepath.Join(p.dir, spec.Name+".log")); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.containers = append(p.containers, c)
+		p.mu.Unlock()
+		p.launch(ctx, c)
+		go p.probe(ctx, c)
+	}
+	return nil
+}
+
+// execState computes the container's environment as the kubelet does at
+// every start (service links as they are now) and saves how to enter it.
+func (p *podRuntime) execState(ctx context.Context, c *container) (execState, error) {
 	services, err := p.a.cs.CoreV1().Services(p.pod.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return fmt.Errorf("failed to list services for the environment: %w", err)
+		return execState{}, fmt.Errorf("failed to list services for the environment: %w", err)
 	}
 	svcs := services.Items
 	if p.pod.Namespace != metav1.NamespaceDefault {
@@ -124,38 +146,23 @@ func (p *podRuntime) setup(ctx context.Context) error {
 			svcs = append(svcs, *k)
 		}
 	}
-	for i := range p.pod.Spec.Containers {
-		spec := p.pod.Spec.Containers[i]
-		argv, err := p.a.cfg.Images.Argv(&spec)
-		if err != nil {
-			return err
-		}
-		env, err := ContainerEnv(p.pod, &spec, svcs, p.ip, p.a.cfg.NodeName)
-		if err != nil {
-			return err
-		}
-		env = append(env, "HOSTNAME="+p.pod.Name, "PATH=/usr/local/bin:/usr/bin:/bin")
-		c := &container{spec: spec, argv: argv, env: env}
-		state := execState{Netns: p.netns, Dir: p.dir, Mounts: mounts[spec.Name], User: runAsUser(p.pod, &spec), Env: env}
-		if err := state.save(filepath.Join(p.dir, "exec-"+spec.Name+".json")); err != nil {
-			return err
-		}
-		if c.log, err = os.Create(filepath.Join(p.dir, spec.Name+".log")); err != nil {
-			return err
-		}
-		p.mu.Lock()
-		p.containers = append(p.containers, c)
-		p.mu.Unlock()
-		p.launch(ctx, c, state)
-		go p.probe(ctx, c)
+	env, err := ContainerEnv(p.pod, &c.spec, svcs, p.ip, p.a.cfg.NodeName)
+	if err != nil {
+		return execState{}, err
 	}
-	return nil
+	env = append(env, "HOSTNAME="+p.pod.Name, "PATH=/usr/local/bin:/usr/bin:/bin")
+	state := execState{Netns: p.netns, Dir: p.dir, Mounts: c.mounts, User: runAsUser(p.pod, &c.spec), Env: env}
+	return state, state.save(filepath.Join(p.dir, "exec-"+c.spec.Name+".json"))
 }
 
 // launch runs the container's process and restarts it when it exits, with a
 // growing back-off, until the pod terminates.
-func (p *podRuntime) launch(ctx context.Context, c *container, state execState) {
+func (p *podRuntime) launch(ctx context.Context, c *container) {
 	start := func() error {
+		state, err := p.execState(ctx, c)
+		if err != nil {
+			return err
+		}
 		cmd := state.command(c.argv)
 		cmd.Stdout, cmd.Stderr = c.log, c.log
 		if err := cmd.Start(); err != nil {
@@ -326,7 +333,9 @@ func (p *podRuntime) writeStatus(ctx context.Context, failure string) {
 		}
 		return corev1.PodCondition{Type: t, Status: s, LastTransitionTime: now}
 	}
-	allReady := len(p.containers) == len(p.pod.Spec.Containers) && !p.terminating
+	// Readiness comes from the probes alone, also while terminating, as the
+	// kubelet's: a pod drains only if its own readiness says so.
+	allReady := len(p.containers) == len(p.pod.Spec.Containers)
 	var statuses []corev1.ContainerStatus
 	for _, c := range p.containers {
 		cs := corev1.ContainerStatus{
