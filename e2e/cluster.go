@@ -79,7 +79,7 @@ func (c *kubectlCluster) Image() string { return c.image }
 func (c *kubectlCluster) Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error) {
 	args := append([]string{"--kubeconfig", c.kubeconfig, "-n", namespace, "exec", pod, "--"}, cmd...)
 	var stdout, stderr bytes.Buffer
-	x := exec.CommandContext(ctx, c.kubectl, args...) //nolint:gosec // kubectl is the binary hack/e2e.sh built
+	x := exec.CommandContext(ctx, c.kubectl, args...)
 	x.Stdout, x.Stderr = &stdout, &stderr
 	if err := x.Run(); err != nil {
 		return stdout.String(), fmt.Errorf("kubectl exec %s/%s %v: %w: %s", namespace, pod, cmd, err, stderr.String())
@@ -104,7 +104,7 @@ func (c *labCluster) Image() string { return c.image }
 func (c *labCluster) Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error) {
 	args := append(append(slices.Clone(c.exec[1:]), "--namespace", namespace, "--pod", pod, "--"), cmd...)
 	var stdout, stderr bytes.Buffer
-	x := exec.CommandContext(ctx, c.exec[0], args...) //nolint:gosec // lab-node, built by hack/e2e-lab.sh
+	x := exec.CommandContext(ctx, c.exec[0], args...)
 	x.Stdout, x.Stderr = &stdout, &stderr
 	if err := x.Run(); err != nil {
 		return stdout.String(), fmt.Errorf("lab exec %s/%s %v: %w: %s", namespace, pod, cmd, err, stderr.String())

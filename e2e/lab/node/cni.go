@@ -29,7 +29,7 @@ func (c CNI) invoke(command string, pod *corev1.Pod, netns string) ([]byte, erro
 	if err != nil {
 		return nil, fmt.Errorf("failed to find the Cilium agent: %w", err)
 	}
-	cmd := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", "-n", c.Plugin) //nolint:gosec // the lab's own plugin binary
+	cmd := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", "-n", c.Plugin)
 	cmd.Env = append(os.Environ(),
 		"CNI_COMMAND="+command,
 		"CNI_CONTAINERID="+string(pod.UID),

@@ -21,12 +21,12 @@ import (
 
 // podRuntime is one pod: its network namespace, volumes and processes.
 type podRuntime struct {
-	a      *Agent
-	pod    *corev1.Pod
-	dir    string
-	netns  string
-	ip     string
-	start_ metav1.Time
+	a         *Agent
+	pod       *corev1.Pod
+	dir       string
+	netns     string
+	ip        string
+	startedAt metav1.Time
 
 	mu          sync.Mutex
 	containers  []*container
@@ -80,7 +80,7 @@ func (p *podRuntime) start(parent context.Context) {
 }
 
 func (p *podRuntime) setup(ctx context.Context) error {
-	p.start_ = metav1.Now()
+	p.startedAt = metav1.Now()
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return err
 	}
@@ -305,7 +305,7 @@ func (p *podRuntime) httpProbe(ctx context.Context, c *container, pr *corev1.Pro
 	if err != nil {
 		return false
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	return resp.StatusCode >= 200 && resp.StatusCode < 400
 }
 
@@ -355,7 +355,7 @@ func (p *podRuntime) writeStatus(ctx context.Context, failure string) {
 		Phase:     corev1.PodRunning,
 		HostIP:    p.a.cfg.NodeIP,
 		HostIPs:   []corev1.HostIP{{IP: p.a.cfg.NodeIP}},
-		StartTime: &p.start_,
+		StartTime: &p.startedAt,
 		Conditions: []corev1.PodCondition{
 			cond(corev1.PodScheduled, true), cond(corev1.PodInitialized, true),
 			cond(corev1.ContainersReady, allReady), cond(corev1.PodReady, allReady),

@@ -138,5 +138,5 @@ func writeFile(dir, rel, content string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(path, []byte(content), 0o644) //nolint:gosec // read by the container's non-root user
+	return os.WriteFile(path, []byte(content), 0o644)
 }
