@@ -122,8 +122,11 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "lrpdns-controller",
 		LeaderElectionNamespace: o.Names.Namespace,
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
-		HealthProbeBindAddress:  o.HealthAddr,
+		// Hand the Lease over at once on rollouts: the process exits right
+		// after the manager stops, so releasing early is safe.
+		LeaderElectionReleaseOnCancel: true,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:        o.HealthAddr,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("failed to create manager: %w", err)

@@ -72,12 +72,14 @@ func (s execState) script() (string, error) {
 			fmt.Fprintf(&b, "mount -o remount,bind,ro %s\n", shQuote(m.Target))
 		}
 	}
-	// Last: the pod's files may live under /tmp.
+	// The binary ("$1") and the pod's files may live under /tmp: bind the
+	// binary into the container's /run, then give it its own /tmp.
+	b.WriteString("touch /run/lab-entrypoint\nmount --bind \"$1\" /run/lab-entrypoint\nshift\n")
 	b.WriteString("mount -t tmpfs -o mode=1777 lab-tmp /tmp\n")
 	if s.User != nil {
-		fmt.Fprintf(&b, "exec setpriv --reuid=%d --regid=%d --clear-groups -- \"$@\"\n", *s.User, *s.User)
+		fmt.Fprintf(&b, "exec setpriv --reuid=%d --regid=%d --clear-groups -- /run/lab-entrypoint \"$@\"\n", *s.User, *s.User)
 	} else {
-		b.WriteString("exec \"$@\"\n")
+		b.WriteString("exec /run/lab-entrypoint \"$@\"\n")
 	}
 	return b.String(), nil
 }

@@ -86,3 +86,25 @@ func TestResolvConf(t *testing.T) {
 		t.Errorf("Default: %q, want the node's", got)
 	}
 }
+
+func TestScriptRunsTheBinaryFromOutsideTmp(t *testing.T) {
+	t.Parallel()
+	s := execState{Netns: "lab-x", Dir: "/tmp/lab/pods/p", Mounts: []mount{{Source: "/tmp/lab/pods/p/vol/cfg", Target: "/etc/kube-dns", ReadOnly: true}}}
+	script, err := s.script()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := strings.Index(script, "lab-tmp /tmp")
+	for _, before := range []string{"mount --bind '/tmp/lab/pods/p/vol/cfg' '/etc/kube-dns'", `mount --bind "$1" /run/lab-entrypoint`, "/etc/resolv.conf"} {
+		if i := strings.Index(script, before); i < 0 || i > tmp {
+			t.Errorf("%q must come before /tmp is covered:\n%s", before, script)
+		}
+	}
+	if !strings.HasSuffix(script, "exec /run/lab-entrypoint \"$@\"\n") {
+		t.Errorf("script does not exec the bound entrypoint:\n%s", script)
+	}
+	s.Mounts = []mount{{Source: "/x", Target: "/opt/data"}}
+	if _, err := s.script(); err == nil || !strings.Contains(err.Error(), "/opt/data") {
+		t.Errorf("mount outside the supported roots: %v, want an error naming it", err)
+	}
+}
