@@ -78,11 +78,17 @@ func (c *kubectlCluster) Image() string { return c.image }
 
 func (c *kubectlCluster) Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error) {
 	args := append([]string{"--kubeconfig", c.kubeconfig, "-n", namespace, "exec", pod, "--"}, cmd...)
+	return capture(ctx, c.kubectl, args, namespace, pod)
+}
+
+// capture runs name with args and returns its stdout; the error carries
+// stderr and names the pod.
+func capture(ctx context.Context, name string, args []string, namespace, pod string) (string, error) {
 	var stdout, stderr bytes.Buffer
-	x := exec.CommandContext(ctx, c.kubectl, args...)
+	x := exec.CommandContext(ctx, name, args...)
 	x.Stdout, x.Stderr = &stdout, &stderr
 	if err := x.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kubectl exec %s/%s %v: %w: %s", namespace, pod, cmd, err, stderr.String())
+		return stdout.String(), fmt.Errorf("exec in %s/%s %v: %w: %s", namespace, pod, args, err, stderr.String())
 	}
 	return stdout.String(), nil
 }
@@ -103,11 +109,5 @@ func (c *labCluster) Image() string { return c.image }
 
 func (c *labCluster) Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error) {
 	args := append(append(slices.Clone(c.exec[1:]), "--namespace", namespace, "--pod", pod, "--"), cmd...)
-	var stdout, stderr bytes.Buffer
-	x := exec.CommandContext(ctx, c.exec[0], args...)
-	x.Stdout, x.Stderr = &stdout, &stderr
-	if err := x.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("lab exec %s/%s %v: %w: %s", namespace, pod, cmd, err, stderr.String())
-	}
-	return stdout.String(), nil
+	return capture(ctx, c.exec[0], args, namespace, pod)
 }

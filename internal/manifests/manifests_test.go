@@ -123,6 +123,19 @@ func TestAcceptedByAPIServer(t *testing.T) {
 	}
 }
 
+// stockKubeDNS is the kube-dns Service as distributions ship it.
+func stockKubeDNS() *corev1.Service {
+	kubeDNS := &corev1.Service{}
+	kubeDNS.Name, kubeDNS.Namespace = "kube-dns", "kube-system"
+	kubeDNS.Spec.Selector = map[string]string{"k8s-app": "kube-dns"}
+	kubeDNS.Spec.Ports = []corev1.ServicePort{
+		{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(53)},
+		{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53, TargetPort: intstr.FromInt32(53)},
+		{Name: "metrics", Protocol: corev1.ProtocolTCP, Port: 9153, TargetPort: intstr.FromInt32(9153)},
+	}
+	return kubeDNS
+}
+
 func hardened(t *testing.T, what string, pod corev1.PodSpec) {
 	t.Helper()
 	if pod.HostNetwork || pod.HostPID || pod.HostIPC {
@@ -211,15 +224,7 @@ func TestNodeCacheDaemonSetSafety(t *testing.T) {
 func TestPortsMatchWhatTheControllerWrites(t *testing.T) {
 	t.Parallel()
 	ds := typed[appsv1.DaemonSet](t, render(t), "DaemonSet", "node-local-dns")
-	kubeDNS := &corev1.Service{}
-	kubeDNS.Name, kubeDNS.Namespace = "kube-dns", "kube-system"
-	kubeDNS.Spec.Selector = map[string]string{"k8s-app": "kube-dns"}
-	kubeDNS.Spec.Ports = []corev1.ServicePort{
-		{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(53)},
-		{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53, TargetPort: intstr.FromInt32(53)},
-		{Name: "metrics", Protocol: corev1.ProtocolTCP, Port: 9153, TargetPort: intstr.FromInt32(9153)},
-	}
-	p, err := lrp.DesiredPolicy(lrp.DefaultNames(), kubeDNS, ds)
+	p, err := lrp.DesiredPolicy(lrp.DefaultNames(), stockKubeDNS(), ds)
 	if err != nil {
 		t.Fatalf("the controller cannot build a redirect for the shipped DaemonSet: %v", err)
 	}
@@ -305,14 +310,7 @@ func TestUpstreamServiceShippedFirst(t *testing.T) {
 	}
 	shipped := typed[corev1.Service](t, objs, "Service", n.UpstreamService)
 	ds := typed[appsv1.DaemonSet](t, objs, "DaemonSet", n.DaemonSet)
-	kubeDNS := &corev1.Service{}
-	kubeDNS.Name, kubeDNS.Namespace = "kube-dns", "kube-system"
-	kubeDNS.Spec.Selector = map[string]string{"k8s-app": "kube-dns"}
-	kubeDNS.Spec.Ports = []corev1.ServicePort{
-		{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(53)},
-		{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53, TargetPort: intstr.FromInt32(53)},
-	}
-	want, err := lrp.DesiredUpstreamService(n, kubeDNS, ds)
+	want, err := lrp.DesiredUpstreamService(n, stockKubeDNS(), ds)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,11 +138,7 @@ func TestCustomPortNames(t *testing.T) {
 
 func TestMismatchedPortNames(t *testing.T) {
 	s := newScenario(t)
-	s.cilium("true", "quay.io/cilium/cilium:v1.20.2")
-	s.kubeDNS(dnsServicePortsFixture())
-	s.daemonSet(cacheContainerPorts("domain", "domain-tcp", 5353))
-	s.upstreamEndpoints(true)
-	s.setReady(1)
+	s.install("true", "quay.io/cilium/cilium:v1.20.2", cacheContainerPorts("domain", "domain-tcp", 5353))
 	s.startController(s.cfg)
 
 	note := s.waitEvent(ReasonPortMismatch)
@@ -303,11 +299,7 @@ func TestRestartMakesNoWrites(t *testing.T) {
 func TestCiliumChecks(t *testing.T) {
 	t.Run("local redirect policies disabled", func(t *testing.T) {
 		s := newScenario(t)
-		s.cilium("false", "quay.io/cilium/cilium:v1.20.2")
-		s.kubeDNS(dnsServicePortsFixture())
-		s.daemonSet(cacheContainerPorts("dns", "dns-tcp", 5353))
-		s.upstreamEndpoints(true)
-		s.setReady(1)
+		s.install("false", "quay.io/cilium/cilium:v1.20.2", cacheContainerPorts("dns", "dns-tcp", 5353))
 		s.startController(s.cfg)
 		note := s.waitEvent(ReasonLRPDisabled)
 		if !strings.Contains(note, `enable-local-redirect-policy="false"`) || !strings.Contains(note, "cilium-config") {
@@ -317,11 +309,7 @@ func TestCiliumChecks(t *testing.T) {
 	})
 	t.Run("cilium older than 1.19", func(t *testing.T) {
 		s := newScenario(t)
-		s.cilium("true", "quay.io/cilium/cilium:v1.18.4@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
-		s.kubeDNS(dnsServicePortsFixture())
-		s.daemonSet(cacheContainerPorts("dns", "dns-tcp", 5353))
-		s.upstreamEndpoints(true)
-		s.setReady(1)
+		s.install("true", "quay.io/cilium/cilium:v1.18.4@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", cacheContainerPorts("dns", "dns-tcp", 5353))
 		s.startController(s.cfg)
 		note := s.waitEvent(ReasonCiliumTooOld)
 		if !strings.Contains(note, "1.18.4") || !strings.Contains(note, "1.19.0") {

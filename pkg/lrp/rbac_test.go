@@ -55,11 +55,7 @@ func TestShippedRBACSuffices(t *testing.T) {
 	s.create(role)
 	s.create(binding)
 
-	s.cilium("false", "quay.io/cilium/cilium:v1.20.2")
-	s.kubeDNS(dnsServicePortsFixture())
-	s.daemonSet(cacheContainerPorts("dns", "dns-tcp", 5353))
-	s.upstreamEndpoints(true)
-	s.setReady(1)
+	s.install("false", "quay.io/cilium/cilium:v1.20.2", cacheContainerPorts("dns", "dns-tcp", 5353))
 	s.startController(impersonated, func(o *Options) { o.LeaderElection = true; o.Cilium.Namespace = "kube-system" })
 
 	s.waitPolicy(nil)                       // cilium.io policies: get, create
@@ -93,11 +89,7 @@ func TestCRDMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newScenarioOn(t, c, cfg)
-	s.cilium("true", "quay.io/cilium/cilium:v1.20.2")
-	s.kubeDNS(dnsServicePortsFixture())
-	s.daemonSet(cacheContainerPorts("dns", "dns-tcp", 5353))
-	s.upstreamEndpoints(true)
-	s.setReady(1)
+	s.install("true", "quay.io/cilium/cilium:v1.20.2", cacheContainerPorts("dns", "dns-tcp", 5353))
 
 	mgr, err := newManager(cfg, Options{
 		Names: s.names, Cilium: CiliumNames{Namespace: s.ns, ConfigMap: "cilium-config", DaemonSet: "cilium"},

@@ -316,13 +316,20 @@ func (s *scenario) cilium(lrpEnabled, image string) {
 	})
 }
 
-// healthy sets up a cluster where the redirect should be created.
-func (s *scenario) healthy() {
-	s.cilium("true", "quay.io/cilium/cilium:v1.20.2@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+// install writes Cilium's objects, kube-dns, the cache DaemonSet with the
+// given container ports (one ready pod) and ready upstream endpoints.
+func (s *scenario) install(lrpEnabled, ciliumImage string, ports []corev1.ContainerPort) {
+	s.cilium(lrpEnabled, ciliumImage)
 	s.kubeDNS(dnsServicePortsFixture())
-	s.daemonSet(cacheContainerPorts("dns", "dns-tcp", 5353))
+	s.daemonSet(ports)
 	s.upstreamEndpoints(true)
 	s.setReady(1)
+}
+
+// healthy sets up a cluster where the redirect should be created.
+func (s *scenario) healthy() {
+	s.install("true", "quay.io/cilium/cilium:v1.20.2@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		cacheContainerPorts("dns", "dns-tcp", 5353))
 }
 
 // --- observations
