@@ -189,6 +189,12 @@ func (p *podRuntime) launch(ctx context.Context, c *container) {
 	go func() {
 		backoff := time.Second
 		for {
+			p.mu.Lock()
+			terminating := p.terminating
+			p.mu.Unlock()
+			if terminating || ctx.Err() != nil {
+				return // never start a process once the pod is stopping
+			}
 			if err := start(); err != nil {
 				p.logf("container failed to start", "container", c.spec.Name, "err", err)
 			} else {
