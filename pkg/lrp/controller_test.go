@@ -49,10 +49,7 @@ func TestFreshInstall(t *testing.T) {
 	if diff := cmp.Diff(wantSpec(s.ns, "dns", "dns-tcp", "5353"), p.Spec); diff != "" {
 		t.Errorf("policy spec (-want +got):\n%s", diff)
 	}
-	ds := &appsv1.DaemonSet{}
-	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: s.names.DaemonSet}, ds); err != nil {
-		t.Fatal(err)
-	}
+	ds := s.cacheDaemonSet()
 	assertOwnedBy(t, "the policy", p, ds)
 
 	up, err := s.upstream()
@@ -157,10 +154,7 @@ func TestPortChangeRecreatesPolicy(t *testing.T) {
 	old := s.waitPolicy(nil)
 
 	// A new cache port: the backend is immutable, so the policy is re-created.
-	ds := &appsv1.DaemonSet{}
-	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: s.names.DaemonSet}, ds); err != nil {
-		t.Fatal(err)
-	}
+	ds := s.cacheDaemonSet()
 	ds.Spec.Template.Spec.Containers[0].Ports = cacheContainerPorts("dns", "dns-tcp", 5354)
 	if err := s.c.Update(s.ctx(), ds); err != nil {
 		t.Fatal(err)
@@ -176,9 +170,7 @@ func TestPortChangeRecreatesPolicy(t *testing.T) {
 	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: "kube-dns"}, kd); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: s.names.DaemonSet}, ds); err != nil {
-		t.Fatal(err)
-	}
+	ds = s.cacheDaemonSet()
 	ds.Spec.Template.Spec.Containers[0].Ports = append(ds.Spec.Template.Spec.Containers[0].Ports,
 		corev1.ContainerPort{Name: "dns-udp", Protocol: corev1.ProtocolUDP, ContainerPort: 5354})
 	if err := s.c.Update(s.ctx(), ds); err != nil {
@@ -246,10 +238,7 @@ func TestDaemonSetDeletedRemovesEverything(t *testing.T) {
 	s.startController(s.cfg)
 	s.waitPolicy(nil)
 
-	ds := &appsv1.DaemonSet{}
-	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: s.names.DaemonSet}, ds); err != nil {
-		t.Fatal(err)
-	}
+	ds := s.cacheDaemonSet()
 	if err := s.c.Delete(s.ctx(), ds); err != nil {
 		t.Fatal(err)
 	}
@@ -358,10 +347,7 @@ func TestAdoptsShippedUpstreamService(t *testing.T) {
 	s.healthy()
 	s.startController(s.cfg)
 	s.waitPolicy(nil)
-	ds := &appsv1.DaemonSet{}
-	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: s.names.DaemonSet}, ds); err != nil {
-		t.Fatal(err)
-	}
+	ds := s.cacheDaemonSet()
 	s.eventually("the shipped Service to be adopted", func() bool {
 		up, err := s.upstream()
 		return err == nil && len(up.OwnerReferences) == 1

@@ -263,10 +263,7 @@ func (s *scenario) daemonSet(ports []corev1.ContainerPort) *appsv1.DaemonSet {
 
 func (s *scenario) setReady(n int32) {
 	s.t.Helper()
-	ds := &appsv1.DaemonSet{}
-	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: s.names.DaemonSet}, ds); err != nil {
-		s.t.Fatal(err)
-	}
+	ds := s.cacheDaemonSet()
 	ds.Status.DesiredNumberScheduled, ds.Status.CurrentNumberScheduled, ds.Status.NumberReady, ds.Status.NumberAvailable = n, n, n, n
 	if err := s.c.Status().Update(s.ctx(), ds); err != nil {
 		s.t.Fatal(err)
@@ -342,6 +339,16 @@ func (s *scenario) policy() (*ciliumv2.CiliumLocalRedirectPolicy, error) {
 func (s *scenario) upstream() (*corev1.Service, error) {
 	svc := &corev1.Service{}
 	return svc, s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: s.names.UpstreamService}, svc)
+}
+
+// cacheDaemonSet returns the cache DaemonSet as it is now.
+func (s *scenario) cacheDaemonSet() *appsv1.DaemonSet {
+	s.t.Helper()
+	ds := &appsv1.DaemonSet{}
+	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: s.names.DaemonSet}, ds); err != nil {
+		s.t.Fatal(err)
+	}
+	return ds
 }
 
 // waitPolicy waits for the policy to exist and satisfy ok.
