@@ -1,6 +1,7 @@
 // Package testenv starts a real kube-apiserver and etcd for integration
 // tests (envtest, binaries from KUBEBUILDER_ASSETS, built by
-// hack/k8s-bins.sh) with Cilium's own CiliumLocalRedirectPolicy CRD from the
+// hack/k8s-bins.sh), with the OwnerReferencesPermissionEnforcement admission
+// plugin on as OpenShift has it, and Cilium's own CiliumLocalRedirectPolicy CRD from the
 // cilium module. Only tests import it.
 package testenv
 
@@ -25,6 +26,9 @@ func Start(withCRD bool) (*envtest.Environment, *rest.Config, error) {
 		return nil, nil, ErrNoAssets
 	}
 	env := &envtest.Environment{}
+	// As on OpenShift: owner references with blockOwnerDeletion need update
+	// on the owner's finalizers.
+	env.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	if withCRD {
 		crd := CLRPCRD()
 		env.CRDs = []*apiextensionsv1.CustomResourceDefinition{&crd}

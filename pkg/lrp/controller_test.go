@@ -1,6 +1,7 @@
 package lrp
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -29,11 +30,19 @@ func wantSpec(ns, udpName, tcpName, backendPort string) ciliumv2.CiliumLocalRedi
 	}
 }
 
+// assertOwnedBy checks that the DaemonSet is obj's one controller owner
+// (with blockOwnerDeletion), so deleting it collects obj.
 func assertOwnedBy(t *testing.T, what string, obj client.Object, ds *appsv1.DaemonSet) {
 	t.Helper()
-	refs := obj.GetOwnerReferences()
-	if len(refs) != 1 || refs[0].UID != ds.UID || refs[0].Kind != "DaemonSet" || refs[0].Controller == nil || !*refs[0].Controller {
-		t.Errorf("%s owner references = %+v, want the DaemonSet %s (uid %s) as controller, so deleting it collects %s", what, refs, ds.Name, ds.UID, what)
+	var controllers []metav1.OwnerReference
+	for _, r := range obj.GetOwnerReferences() {
+		if r.Controller != nil && *r.Controller {
+			controllers = append(controllers, r)
+		}
+	}
+	if len(controllers) != 1 || controllers[0].UID != ds.UID || controllers[0].Kind != "DaemonSet" ||
+		controllers[0].BlockOwnerDeletion == nil || !*controllers[0].BlockOwnerDeletion {
+		t.Errorf("%s owner references = %+v, want the DaemonSet %s (uid %s) as its one controller, so deleting it collects %s", what, obj.GetOwnerReferences(), ds.Name, ds.UID, what)
 	}
 	if obj.GetLabels()[ManagedByLabel] != ManagedByValue {
 		t.Errorf("%s labels = %v, want %s=%s", what, obj.GetLabels(), ManagedByLabel, ManagedByValue)
@@ -52,10 +61,7 @@ func TestFreshInstall(t *testing.T) {
 	ds := s.cacheDaemonSet()
 	assertOwnedBy(t, "the policy", p, ds)
 
-	up, err := s.upstream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	up := s.waitUpstreamOwnedByPolicy(p)
 	assertOwnedBy(t, "the upstream Service", up, ds)
 	kd := &corev1.Service{}
 	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: "kube-dns"}, kd); err != nil {
@@ -77,9 +83,42 @@ func TestFreshInstall(t *testing.T) {
 	if diff := cmp.Diff([]string{"dns/UDP/53", "dns-tcp/TCP/53"}, ports); diff != "" {
 		t.Errorf("upstream ports, DNS only (-want +got):\n%s", diff)
 	}
-	if note := s.waitEvent(ReasonCreated); !strings.Contains(note, "node-local-dns") && !strings.Contains(note, s.names.UpstreamService) {
-		t.Errorf("Created event %q names neither object", note)
+	var policyNote string
+	s.eventually("the policy's Created event", func() bool {
+		for _, n := range s.events(ReasonCreated) {
+			if strings.HasPrefix(n, "redirecting") {
+				policyNote = n
+			}
+		}
+		return policyNote != ""
+	})
+	for _, want := range []string{"kube-dns", "dns 53/UDP", "dns-tcp 53/TCP", "node-local-dns", "dns 5353/UDP", "dns-tcp 5353/TCP"} {
+		if !strings.Contains(policyNote, want) {
+			t.Errorf("Created event %q does not name %s", policyNote, want)
+		}
 	}
+}
+
+// waitUpstreamOwnedByPolicy waits for kube-dns-upstream to carry an owner
+// reference to p (not as controller), so the garbage collector deletes it
+// only after the policy.
+func (s *scenario) waitUpstreamOwnedByPolicy(p *ciliumv2.CiliumLocalRedirectPolicy) *corev1.Service {
+	s.t.Helper()
+	var up *corev1.Service
+	s.eventually("the upstream Service owned by the policy too", func() bool {
+		var err error
+		up, err = s.upstream()
+		if err != nil {
+			return false
+		}
+		for _, r := range up.OwnerReferences {
+			if r.UID == p.UID && r.Kind == ciliumv2.CLRPKindDefinition && (r.Controller == nil || !*r.Controller) {
+				return true
+			}
+		}
+		return false
+	})
+	return up
 }
 
 func TestWaitsForReadyCacheAndUpstream(t *testing.T) {
@@ -147,25 +186,50 @@ func TestMismatchedPortNames(t *testing.T) {
 	s.consistentlyNoPolicy(time.Second)
 }
 
-func TestPortChangeRecreatesPolicy(t *testing.T) {
+// TestPortChangeWithdrawsUntilRolledOut: a new cache port never meets old
+// pods. The policy is withdrawn at once and created again, with the new
+// port, only when every node runs the new template.
+func TestPortChangeWithdrawsUntilRolledOut(t *testing.T) {
 	s := newScenario(t)
 	s.healthy()
+	s.setReady(3)
 	s.startController(s.cfg)
 	old := s.waitPolicy(nil)
 
-	// A new cache port: the backend is immutable, so the policy is re-created.
 	ds := s.cacheDaemonSet()
 	ds.Spec.Template.Spec.Containers[0].Ports = cacheContainerPorts("dns", "dns-tcp", 5354)
 	if err := s.c.Update(s.ctx(), ds); err != nil {
 		t.Fatal(err)
 	}
-	p := s.waitPolicy(func(p *ciliumv2.CiliumLocalRedirectPolicy) bool { return p.UID != old.UID })
+	// The DaemonSet controller has not even seen the change: withdrawn.
+	s.waitNoPolicy()
+	note := s.waitEvent(ReasonWithdrawn)
+	for _, want := range []string{"dns 5353/UDP -> dns 5354/UDP", "kube-dns"} {
+		if !strings.Contains(strings.ReplaceAll(note, ", dns-tcp 5353/TCP", ""), want) {
+			t.Errorf("withdrawn event %q does not say %s", note, want)
+		}
+	}
+	// Mid-rollout, and complete but for a node whose old pod is still in
+	// its lameduck: no policy.
+	s.setRollout(3, 1, 3)
+	s.consistentlyNoPolicy(time.Second)
+	s.setRollout(3, 2, 3)
+	s.consistentlyNoPolicy(time.Second)
+	if notes := s.events(ReasonWaiting); len(notes) == 0 || !strings.Contains(strings.Join(notes, "\n"), "of 3 nodes run the current pod template") {
+		t.Errorf("waiting events %q do not say how far the rollout is", notes)
+	}
+
+	s.setRollout(3, 3, 3)
+	p := s.waitPolicy(nil)
+	if p.UID == old.UID {
+		t.Fatal("policy not re-created")
+	}
 	if diff := cmp.Diff(wantSpec(s.ns, "dns", "dns-tcp", "5354"), p.Spec); diff != "" {
 		t.Errorf("re-created policy spec (-want +got):\n%s", diff)
 	}
-	s.waitEvent(ReasonRecreated)
 
-	// kube-dns's port names change (and the cache's with them): re-created again.
+	// kube-dns's port names change (and the cache's with them): the same
+	// transition.
 	kd := &corev1.Service{}
 	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: "kube-dns"}, kd); err != nil {
 		t.Fatal(err)
@@ -180,20 +244,80 @@ func TestPortChangeRecreatesPolicy(t *testing.T) {
 	if err := s.c.Update(s.ctx(), kd); err != nil {
 		t.Fatal(err)
 	}
+	s.waitNoPolicy()
+	s.setRollout(3, 3, 3)
 	p2 := s.waitPolicy(func(q *ciliumv2.CiliumLocalRedirectPolicy) bool {
 		return q.UID != p.UID && q.Spec.RedirectFrontend.ServiceMatcher.ToPorts[0].Name == "dns-udp"
 	})
 	if got := p2.Spec.RedirectBackend.ToPorts[0]; got.Name != "dns-udp" || got.Port != "5354" {
 		t.Errorf("backend UDP port = %+v, want dns-udp 5354", got)
 	}
-	up, err := s.upstream()
+	s.eventually("the upstream Service to follow kube-dns's port names", func() bool {
+		up, err := s.upstream()
+		return err == nil && up.Spec.Ports[0].Name == "dns-udp"
+	})
+}
+
+// TestRolloutWithSamePortsKeepsPolicy: a template change that keeps the
+// ports (a restart, a new image) leaves the policy alone.
+func TestRolloutWithSamePortsKeepsPolicy(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.startController(s.cfg)
+	p := s.waitPolicy(nil)
+	ds := s.cacheDaemonSet()
+	ds.Spec.Template.Annotations = map[string]string{"kubectl.kubernetes.io/restartedAt": "now"}
+	ds.Spec.Template.Spec.Containers[0].Image = "ghcr.io/lrpdns/node-cache:next"
+	if err := s.c.Update(s.ctx(), ds); err != nil {
+		t.Fatal(err)
+	}
+	s.setRollout(1, 0, 1)
+	time.Sleep(time.Second)
+	if cur, err := s.policy(); err != nil || cur.UID != p.UID {
+		t.Errorf("policy after a same-port rollout: %v, %+v; want the same policy (uid %s)", err, cur.ObjectMeta, p.UID)
+	}
+	if n := s.events(ReasonWithdrawn); len(n) != 0 {
+		t.Errorf("withdrawn events %q for a rollout that keeps the ports", n)
+	}
+}
+
+// TestUpstreamRecreatedOnItsAddress: the running caches forward to
+// kube-dns-upstream's ClusterIP, read once at their start. Deleted by hand,
+// it comes back on the same address.
+func TestUpstreamRecreatedOnItsAddress(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.startController(s.cfg)
+	s.waitPolicy(nil)
+	up, err := waitFor(s, func() (*corev1.Service, error) { return s.upstream() })
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.eventually("the upstream Service to follow kube-dns's port names", func() bool {
-		up, err = s.upstream()
-		return err == nil && up.Spec.Ports[0].Name == "dns-udp"
+	for i := range 2 {
+		if err := s.c.Delete(s.ctx(), up); err != nil {
+			t.Fatal(err)
+		}
+		up2, err := waitFor(s, func() (*corev1.Service, error) {
+			u, err := s.upstream()
+			if err == nil && u.UID == up.UID {
+				return nil, fmt.Errorf("not deleted yet")
+			}
+			return u, err
+		})
+		if err != nil {
+			t.Fatalf("deletion %d: upstream Service not re-created: %v", i+1, err)
+		}
+		if diff := cmp.Diff(up.Spec.ClusterIPs, up2.Spec.ClusterIPs); diff != "" {
+			t.Errorf("deletion %d: re-created ClusterIPs (-before +after):\n%s", i+1, diff)
+		}
+		up = up2
+	}
+	s.eventually("an Event naming the previous address", func() bool {
+		return strings.Contains(strings.Join(s.events(ReasonCreated), "\n"), "on its previous address "+up.Spec.ClusterIP)
 	})
+	if notes := s.events(ReasonUpstreamAddress); len(notes) > 0 {
+		t.Errorf("address change events %q, want none", notes)
+	}
 }
 
 func TestHandEditsAreRepaired(t *testing.T) {
@@ -232,22 +356,35 @@ func TestHandEditsAreRepaired(t *testing.T) {
 	s.waitEvent(ReasonRepaired)
 }
 
-func TestDaemonSetDeletedRemovesEverything(t *testing.T) {
+// TestDaemonSetDeletedRemovesPolicyFirst: the controller deletes the policy
+// itself; kube-dns-upstream is left to the garbage collector (envtest has
+// none), which deletes it only once both its owners, the DaemonSet and the
+// policy, are gone.
+func TestDaemonSetDeletedRemovesPolicyFirst(t *testing.T) {
 	s := newScenario(t)
 	s.healthy()
 	s.startController(s.cfg)
-	s.waitPolicy(nil)
+	p := s.waitPolicy(nil)
+	up := s.waitUpstreamOwnedByPolicy(p)
 
 	ds := s.cacheDaemonSet()
 	if err := s.c.Delete(s.ctx(), ds); err != nil {
 		t.Fatal(err)
 	}
-	// envtest has no garbage collector: this is the controller's own doing.
 	s.waitNoPolicy()
-	s.eventually("no upstream Service", func() bool {
-		_, err := s.upstream()
-		return err != nil && client.IgnoreNotFound(err) == nil
-	})
+	time.Sleep(500 * time.Millisecond)
+	up2, err := s.upstream()
+	if err != nil || up2.UID != up.UID {
+		t.Fatalf("upstream Service after the DaemonSet went: %v (uid %v), want it left to the garbage collector", err, up2.UID)
+	}
+	var owners []string
+	for _, r := range up2.OwnerReferences {
+		owners = append(owners, r.Kind+"/"+string(r.UID))
+	}
+	want := []string{"DaemonSet/" + string(ds.UID), ciliumv2.CLRPKindDefinition + "/" + string(p.UID)}
+	if diff := cmp.Diff(want, owners); diff != "" {
+		t.Errorf("upstream Service owners (-want +got):\n%s", diff)
+	}
 }
 
 func TestRestartMakesNoWrites(t *testing.T) {
@@ -350,7 +487,7 @@ func TestAdoptsShippedUpstreamService(t *testing.T) {
 	ds := s.cacheDaemonSet()
 	s.eventually("the shipped Service to be adopted", func() bool {
 		up, err := s.upstream()
-		return err == nil && len(up.OwnerReferences) == 1
+		return err == nil && len(up.OwnerReferences) > 0
 	})
 	up, _ := s.upstream()
 	if up.UID != shipped.UID || up.Spec.ClusterIP != shipped.Spec.ClusterIP {

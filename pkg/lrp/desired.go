@@ -86,8 +86,11 @@ func dnsServicePorts(svc *corev1.Service) []corev1.ServicePort {
 }
 
 // DesiredUpstreamService is kube-dns's selector and DNS ports, same IP
-// families, and a ClusterIP of its own.
-func DesiredUpstreamService(n Names, kubeDNS *corev1.Service, ds *appsv1.DaemonSet) (*corev1.Service, error) {
+// families, and a ClusterIP of its own. It is owned by the DaemonSet and, when
+// there is one, by our policy, so that the garbage collector deletes it only
+// after both: never while clients are still redirected to caches that
+// forward to it.
+func DesiredUpstreamService(n Names, kubeDNS *corev1.Service, ds *appsv1.DaemonSet, policy *ciliumv2.CiliumLocalRedirectPolicy) (*corev1.Service, error) {
 	ports := dnsServicePorts(kubeDNS)
 	if len(ports) == 0 {
 		return nil, portErrorf("Service %s/%s has no DNS port (port 53, UDP or TCP); its ports: %s",
@@ -105,6 +108,12 @@ func DesiredUpstreamService(n Names, kubeDNS *corev1.Service, ds *appsv1.DaemonS
 			IPFamilies:     kubeDNS.Spec.IPFamilies,
 			IPFamilyPolicy: kubeDNS.Spec.IPFamilyPolicy,
 		},
+	}
+	if policy != nil && policy.UID != "" && policy.Labels[ManagedByLabel] == ManagedByValue {
+		svc.OwnerReferences = append(svc.OwnerReferences, metav1.OwnerReference{
+			APIVersion: ciliumv2.SchemeGroupVersion.String(), Kind: ciliumv2.CLRPKindDefinition,
+			Name: policy.Name, UID: policy.UID,
+		})
 	}
 	for _, p := range ports {
 		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port, TargetPort: p.TargetPort})

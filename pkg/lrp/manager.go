@@ -108,6 +108,7 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 
 // newManager lets tests wrap the reconciler's client.
 func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Client) (manager.Manager, error) {
+	registerMetrics()
 	scheme, err := Scheme()
 	if err != nil {
 		return nil, err

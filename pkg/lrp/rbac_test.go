@@ -5,10 +5,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -20,11 +22,10 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// TestShippedRBACSuffices runs the controller as the manifests'
-// ServiceAccount, by impersonation, with nothing but the shipped Role.
-func TestShippedRBACSuffices(t *testing.T) {
-	needEnv(t)
-	s := &scenario{t: t, ns: "kube-system", c: suite.client, cfg: suite.cfg, names: DefaultNames()}
+// shippedRBAC reads the controller's ServiceAccount, Role and RoleBinding
+// from manifests/controller.
+func shippedRBAC(t *testing.T) (*corev1.ServiceAccount, *rbacv1.Role, *rbacv1.RoleBinding) {
+	t.Helper()
 	sa := &corev1.ServiceAccount{}
 	role := &rbacv1.Role{}
 	binding := &rbacv1.RoleBinding{}
@@ -40,13 +41,31 @@ func TestShippedRBACSuffices(t *testing.T) {
 	if role.Namespace != "kube-system" || len(role.Rules) == 0 {
 		t.Fatalf("role.yaml: want a Role in kube-system with rules, got %s/%s", role.Namespace, role.Name)
 	}
-	impersonated := rest.CopyConfig(suite.cfg)
-	impersonated.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:kube-system:" + sa.Name}
+	return sa, role, binding
+}
+
+// impersonating is a client config acting as the ServiceAccount.
+func impersonating(t *testing.T, ns, sa string) (*rest.Config, client.Client) {
+	t.Helper()
+	cfg := rest.CopyConfig(suite.cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + sa}
 	scheme, _ := Scheme()
-	as, err := client.New(impersonated, client.Options{Scheme: scheme})
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg, c
+}
+
+// TestShippedRBACSuffices runs the controller as the manifests'
+// ServiceAccount, by impersonation, with nothing but the shipped Role, on an
+// API server that enforces owner-reference permissions (OpenShift's
+// OwnerReferencesPermissionEnforcement).
+func TestShippedRBACSuffices(t *testing.T) {
+	needEnv(t)
+	s := &scenario{t: t, ns: "kube-system", c: suite.client, cfg: suite.cfg, names: DefaultNames()}
+	sa, role, binding := shippedRBAC(t)
+	impersonated, as := impersonating(t, "kube-system", sa.Name)
 	// RBAC is enforced: before the binding the identity may not read Services.
 	s.create(sa)
 	if err := as.List(s.ctx(), &corev1.ServiceList{}, client.InNamespace("kube-system")); !apierrors.IsForbidden(err) {
@@ -58,10 +77,10 @@ func TestShippedRBACSuffices(t *testing.T) {
 	s.install("false", "quay.io/cilium/cilium:v1.20.2", cacheContainerPorts("dns", "dns-tcp", 5353))
 	s.startController(impersonated, func(o *Options) { o.LeaderElection = true; o.Cilium.Namespace = "kube-system" })
 
-	s.waitPolicy(nil)                       // cilium.io policies: get, create
-	if _, err := s.upstream(); err != nil { // Services: create
-		t.Fatalf("upstream Service: %v", err)
-	}
+	p := s.waitPolicy(nil) // cilium.io policies: get, create
+	// Services: create, with blockOwnerDeletion on the DaemonSet's reference
+	// (daemonsets/finalizers: update), then patched to be owned by the policy.
+	s.waitUpstreamOwnedByPolicy(p)
 	s.waitEvent(ReasonCreated)     // events.k8s.io: create
 	s.waitEvent(ReasonLRPDisabled) // cilium-config: get
 	lease := &coordinationv1.Lease{}
@@ -71,6 +90,47 @@ func TestShippedRBACSuffices(t *testing.T) {
 	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
 		t.Errorf("Lease has no holder")
 	}
+}
+
+// TestApplyErrorIsAnEvent: without update on daemonsets/finalizers, an API
+// server that enforces owner-reference permissions refuses every object the
+// controller writes. That is a ReconcileFailed Event on the DaemonSet naming
+// the object and the API's message, and a metric, not only a log line.
+func TestApplyErrorIsAnEvent(t *testing.T) {
+	s := newScenario(t)
+	sa, role, binding := shippedRBAC(t)
+	for _, o := range []client.Object{sa, role, binding} {
+		o.SetNamespace(s.ns)
+	}
+	binding.Subjects[0].Namespace = s.ns
+	var rules []rbacv1.PolicyRule
+	for _, r := range role.Rules {
+		if !slices.Contains(r.Resources, "daemonsets/finalizers") {
+			rules = append(rules, r)
+		}
+	}
+	if len(rules) == len(role.Rules) {
+		t.Fatal("the shipped Role has no daemonsets/finalizers rule to take away")
+	}
+	role.Rules = rules
+	s.create(sa)
+	s.create(role)
+	s.create(binding)
+	impersonated, _ := impersonating(t, s.ns, sa.Name)
+	before := testutil.ToFloat64(reconcileErrors)
+
+	s.healthy()
+	s.startController(impersonated)
+	note := s.waitEvent(ReasonFailed)
+	for _, want := range []string{"failed to apply Service", s.names.UpstreamService, "blockOwnerDeletion"} {
+		if !strings.Contains(note, want) {
+			t.Errorf("ReconcileFailed event %q does not name %s", note, want)
+		}
+	}
+	if after := testutil.ToFloat64(reconcileErrors); after <= before {
+		t.Errorf("lrpdns_controller_reconcile_errors_total %v -> %v, want it to rise", before, after)
+	}
+	s.consistentlyNoPolicy(time.Second)
 }
 
 // TestCRDMissing runs on a second API server without the CRD: the

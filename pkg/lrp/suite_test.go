@@ -261,10 +261,23 @@ func (s *scenario) daemonSet(ports []corev1.ContainerPort) *appsv1.DaemonSet {
 	return ds
 }
 
+// setReady writes the status of a DaemonSet rolled out on n nodes, each with
+// a ready pod of the current template.
 func (s *scenario) setReady(n int32) {
 	s.t.Helper()
+	s.setRollout(n, n, n)
+}
+
+// setRollout writes the status the DaemonSet controller would write while
+// updated of desired nodes run the current template and ready have a ready
+// pod.
+func (s *scenario) setRollout(desired, updated, ready int32) {
+	s.t.Helper()
 	ds := s.cacheDaemonSet()
-	ds.Status.DesiredNumberScheduled, ds.Status.CurrentNumberScheduled, ds.Status.NumberReady, ds.Status.NumberAvailable = n, n, n, n
+	ds.Status.ObservedGeneration = ds.Generation
+	ds.Status.DesiredNumberScheduled, ds.Status.CurrentNumberScheduled = desired, desired
+	ds.Status.UpdatedNumberScheduled = updated
+	ds.Status.NumberReady, ds.Status.NumberAvailable = ready, ready
 	if err := s.c.Status().Update(s.ctx(), ds); err != nil {
 		s.t.Fatal(err)
 	}

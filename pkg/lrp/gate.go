@@ -1,0 +1,61 @@
+package lrp
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// wait says why no policy is created yet; the zero value means none. Its
+// action is the Event's: events.k8s.io merges Events of one reason and
+// action into a series that keeps the first note, so each cause has its own.
+type wait struct {
+	action, note string
+}
+
+// cacheReady reports whether a policy built from the DaemonSet's template
+// matches every pod that can be ready (rolledOut), some pod is ready, and the
+// upstream Service has ready endpoints: only then does a redirect help.
+func (r *Reconciler) cacheReady(ctx context.Context, ds *appsv1.DaemonSet) (wait, error) {
+	if w := rolledOut(ds); w != (wait{}) {
+		return w, nil
+	}
+	slices := &discoveryv1.EndpointSliceList{}
+	if err := r.Client.List(ctx, slices, client.InNamespace(r.Names.Namespace),
+		client.MatchingLabels{discoveryv1.LabelServiceName: r.Names.UpstreamService}); err != nil {
+		return wait{}, fmt.Errorf("failed to list EndpointSlices: %w", err)
+	}
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready == nil || *e.Conditions.Ready {
+				return wait{}, nil
+			}
+		}
+	}
+	return wait{"WaitForUpstream", fmt.Sprintf("Service %s/%s has no ready endpoints", r.Names.Namespace, r.Names.UpstreamService)}, nil
+}
+
+// rolledOut says what is missing before every node runs the DaemonSet's
+// current pod template and some pod is ready, so that a policy built from
+// that template has a backend on every node with a ready cache pod.
+//
+// The DaemonSet controller counts a node as updated by its oldest pod, and a
+// pod in its lameduck period (terminating, not yet gone) is still the oldest:
+// UpdatedNumberScheduled reaches DesiredNumberScheduled only once no pod of
+// an older template is left anywhere.
+func rolledOut(ds *appsv1.DaemonSet) wait {
+	st := ds.Status
+	switch {
+	case st.ObservedGeneration < ds.Generation:
+		return wait{"WaitForRollout", fmt.Sprintf("the DaemonSet controller has not yet seen generation %d of DaemonSet %s/%s", ds.Generation, ds.Namespace, ds.Name)}
+	case st.UpdatedNumberScheduled < st.DesiredNumberScheduled:
+		return wait{"WaitForRollout", fmt.Sprintf("DaemonSet %s/%s is rolling out: %d of %d nodes run the current pod template",
+			ds.Namespace, ds.Name, st.UpdatedNumberScheduled, st.DesiredNumberScheduled)}
+	case st.NumberReady == 0:
+		return wait{"WaitForReadyPod", fmt.Sprintf("DaemonSet %s/%s has no ready pods", ds.Namespace, ds.Name)}
+	}
+	return wait{}
+}
