@@ -44,7 +44,7 @@ func BenchmarkCache(b *testing.B) {
 			"--cluster-dns", upstream.Addr.String(), "--resolv-conf", filepath.Join(dir, "resolv.conf"),
 			"--kube-dns-config-dir", filepath.Join(dir, "kube-dns"), "--bind", "127.0.0.1",
 			"--port", strconv.Itoa(port), "--health-addr", freeAddr(b), "--ready-addr", freeAddr(b),
-			"--metrics-addr", freeAddr(b), "--lameduck", "0s",
+			"--metrics-addr", freeAddr(b), "--lameduck", "0s", "--allow-loopback-resolvers",
 		}
 	}
 	servers := []*server{

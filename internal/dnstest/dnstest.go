@@ -23,14 +23,15 @@ type Query struct {
 	Net  string // "udp" or "tcp"
 }
 
-// Server is a recording DNS server on 127.0.0.1, UDP and TCP on one port.
+// Server is a recording DNS server on loopback, UDP and TCP on one port.
 type Server struct {
 	Addr netip.AddrPort
 
-	answer netip.Addr
-	ttl    uint32
-	udp    *dns.Server
-	tcp    *dns.Server
+	answer        netip.Addr
+	ttl           uint32
+	nxdomainFirst int
+	udp           *dns.Server
+	tcp           *dns.Server
 
 	mu      sync.Mutex
 	queries []Query
@@ -46,14 +47,23 @@ type Options struct {
 	TTL uint32
 	// NoRecord keeps only a count, for load tests.
 	NoRecord bool
+	// Host is the loopback address to listen on; default 127.0.0.1.
+	Host string
+	// NXDomainFirst answers the first N queries with NXDOMAIN, as a DNS
+	// server does for a name that does not exist yet.
+	NXDomainFirst int
 }
 
 // Start starts a Server. Close it when done.
 func Start(o Options) (*Server, error) {
-	s := &Server{answer: o.Answer, ttl: o.TTL, record: !o.NoRecord}
+	s := &Server{answer: o.Answer, ttl: o.TTL, record: !o.NoRecord, nxdomainFirst: o.NXDomainFirst}
 	var lastErr error
+	host := o.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
 	for range 20 { // the UDP port matching a free TCP port can be taken
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			return nil, fmt.Errorf("failed to listen on TCP: %w", err)
 		}
@@ -94,11 +104,14 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg) {
 		q := r.Question[0]
 		s.mu.Lock()
 		s.count++
+		nx := s.count <= s.nxdomainFirst
 		if s.record {
 			s.queries = append(s.queries, Query{Name: strings.ToLower(q.Name), Net: w.RemoteAddr().Network()})
 		}
 		s.mu.Unlock()
-		if q.Qtype == dns.TypeA && s.answer.Is4() {
+		if nx {
+			m.Rcode = dns.RcodeNameError
+		} else if q.Qtype == dns.TypeA && s.answer.Is4() {
 			m.Answer = append(m.Answer, &dns.A{
 				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: s.ttl},
 				A:   s.answer.AsSlice(),

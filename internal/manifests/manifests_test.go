@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -288,51 +289,33 @@ func TestContainerArgsParse(t *testing.T) {
 	}
 }
 
-// TestUpstreamServiceShippedFirst: kube-dns-upstream exists before the first
-// cache pod starts (its address reaches the pod as environment variables),
-// and on a stock kube-dns it already equals what the controller wants, so
-// adopting it only adds the owner reference.
-func TestUpstreamServiceShippedFirst(t *testing.T) {
+// TestUpstreamServiceNotShipped: kube-dns-upstream is the controller's,
+// owned by the DaemonSet and the policy, so the garbage collector removes it
+// only after both. Shipped, `kubectl delete -k` (which deletes Services
+// before DaemonSets) would remove it while clients are still redirected to
+// caches forwarding to it. A cache pod that starts before the controller
+// created it finds it through kube-dns, in its own namespace.
+func TestUpstreamServiceNotShipped(t *testing.T) {
 	t.Parallel()
 	objs := render(t)
-	first := func(kind, name string) int {
-		for i, u := range objs {
-			if u.GetKind() == kind && u.GetName() == name {
-				return i
-			}
-		}
-		t.Fatalf("no %s %s", kind, name)
-		return -1
-	}
 	n := lrp.DefaultNames()
-	if first("Service", n.UpstreamService) > first("DaemonSet", n.DaemonSet) {
-		t.Errorf("Service %s comes after the DaemonSet; its pods would start without KUBE_DNS_UPSTREAM_SERVICE_HOST", n.UpstreamService)
+	for _, u := range objs {
+		if u.GetKind() == "Service" && u.GetName() == n.UpstreamService {
+			t.Errorf("Service %s is shipped; kubectl delete would remove it before the DaemonSet", n.UpstreamService)
+		}
 	}
-	shipped := typed[corev1.Service](t, objs, "Service", n.UpstreamService)
 	ds := typed[appsv1.DaemonSet](t, objs, "DaemonSet", n.DaemonSet)
-	want, err := lrp.DesiredUpstreamService(n, stockKubeDNS(), ds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if shipped.Labels[lrp.ManagedByLabel] != lrp.ManagedByValue {
-		t.Errorf("labels %v: the controller removes it with the DaemonSet only if it carries %s=%s", shipped.Labels, lrp.ManagedByLabel, lrp.ManagedByValue)
-	}
-	for k, v := range want.Labels {
-		if shipped.Labels[k] != v {
-			t.Errorf("label %s=%q, want %q", k, shipped.Labels[k], v)
+	var ns *corev1.EnvVar
+	for i, e := range ds.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "NODE_CACHE_NAMESPACE" {
+			ns = &ds.Spec.Template.Spec.Containers[0].Env[i]
 		}
 	}
-	if !slices.Equal(keys(want.Spec.Selector), keys(shipped.Spec.Selector)) || want.Spec.Selector["k8s-app"] != shipped.Spec.Selector["k8s-app"] {
-		t.Errorf("selector %v, want %v", shipped.Spec.Selector, want.Spec.Selector)
+	if ns == nil || ns.ValueFrom == nil || ns.ValueFrom.FieldRef == nil || ns.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+		t.Errorf("NODE_CACHE_NAMESPACE = %+v, want the pod's namespace from metadata.namespace", ns)
 	}
-	if len(shipped.Spec.Ports) != len(want.Spec.Ports) {
-		t.Fatalf("ports %v, want %v", shipped.Spec.Ports, want.Spec.Ports)
-	}
-	for i, p := range want.Spec.Ports {
-		g := shipped.Spec.Ports[i]
-		if g.Name != p.Name || g.Protocol != p.Protocol || g.Port != p.Port || g.TargetPort != p.TargetPort {
-			t.Errorf("port %d = %+v, want %+v", i, g, p)
-		}
+	if !ptr.Deref(ds.Spec.Template.Spec.EnableServiceLinks, true) {
+		t.Error("enableServiceLinks is false: the cache reads kube-dns's and kube-dns-upstream's addresses from service links")
 	}
 }
 

@@ -128,6 +128,10 @@ func (c *Config) Validate() error {
 		if !ValidDomain(s.Domain) || slices.Contains(reserved, Zone(s.Domain)) {
 			return &FieldError{"stub domain", s.Domain, "a DNS domain other than ., the cluster domain, in-addr.arpa and ip6.arpa"}
 		}
+		if dns.IsSubDomain(Zone(c.ClusterDomain), Zone(s.Domain)) {
+			return &FieldError{"stub domain", s.Domain, fmt.Sprintf(
+				"a domain outside the cluster domain %s: names in it are the cluster DNS's, answered over TCP", c.ClusterDomain)}
+		}
 		if seen[Zone(s.Domain)] {
 			return &FieldError{"stub domain", s.Domain, "each domain once"}
 		}

@@ -2,7 +2,11 @@ package nodecache
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +181,94 @@ func TestDualStackListener(t *testing.T) {
 				t.Errorf("query over %s to %s: %v, %v", network, addr, r, err)
 			}
 		}
+	}
+}
+
+// TestLoopingConfigMapIsRefusedWhileServing: a stub domain, then
+// upstreamNameservers, pointing at the cache itself would make CoreDNS's
+// loop plugin stop the process (on every node: the ConfigMap is the
+// cluster's). Each is refused, named in the log, and the cache keeps serving.
+func TestLoopingConfigMapIsRefusedWhileServing(t *testing.T) {
+	port := freePort(t)
+	h := newHarness(t, func(h *harness) {
+		h.opts.Port = port
+		h.opts.CheckInterval = 100 * time.Millisecond
+	})
+	self := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	for i, cm := range []map[string]string{
+		{"stubDomains": fmt.Sprintf(`{"self.local": [%q]}`, self)},
+		{"upstreamNameservers": fmt.Sprintf(`[%q]`, self)},
+	} {
+		_, errs0 := h.metric("lrpdns_node_cache_config_errors_total")
+		writeConfigMap(t, h.opts.KubeDNSConfigDir, cm)
+		if !eventually(5*time.Second, func() bool {
+			_, errs := h.metric("lrpdns_node_cache_config_errors_total")
+			return errs == errs0+1
+		}) {
+			t.Fatalf("case %d: self-pointing ConfigMap not refused within 5s; logs:\n%s", i, h.logs)
+		}
+		time.Sleep(time.Second) // the loop plugin would have fired by now
+		if !strings.Contains(h.logs.String(), self) || !strings.Contains(h.logs.String(), "this cache itself") {
+			t.Errorf("case %d: log does not name the value and the loop:\n%s", i, h.logs)
+		}
+		h.mustAnswer(fmt.Sprintf("still-%d.example.com", i), "192.0.2.1")
+		h.mustAnswer(fmt.Sprintf("still-%d.default.svc.cluster.local", i), "10.96.0.99")
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestUpstreamFoundThroughClusterDNS: a cache pod that started before
+// kube-dns-upstream existed has no service-link variables for it. It asks
+// the cluster DNS Service for the name until the Service exists, then
+// forwards cluster names to it over TCP.
+func TestUpstreamFoundThroughClusterDNS(t *testing.T) {
+	upstream := startDNS(t, "10.96.0.99", 30)
+	// kube-dns: the name does not exist for the first three queries (A and
+	// AAAA of one attempt, then A of the next), then is 127.0.0.1.
+	kubeDNS, err := dnstest.Start(dnstest.Options{Host: "127.0.0.2", Answer: netip.MustParseAddr("127.0.0.1"), TTL: 30, NXDomainFirst: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kubeDNS.Close)
+	env := map[string]string{
+		"KUBE_DNS_SERVICE_HOST":     "127.0.0.2",
+		"KUBE_DNS_SERVICE_PORT_DNS": strconv.Itoa(int(kubeDNS.Addr.Port())),
+	}
+	h := newHarness(t, func(h *harness) {
+		h.opts.ClusterDNS = nil
+		h.opts.Namespace = "lrpdns-test"
+		h.opts.Getenv = func(k string) string { return env[k] }
+		h.opts.upstreamPort = upstream.Addr.Port()
+		if err := h.opts.discoverClusterDNS(t.Context(), slog.New(slog.NewTextHandler(h.logs, nil))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if q := kubeDNS.QueriesFor("kube-dns-upstream.lrpdns-test.svc.cluster.local"); len(q) < 4 {
+		t.Errorf("kube-dns saw %d queries for the upstream Service, want at least 4 (retried past NXDOMAIN)", len(q))
+	}
+	if want := []string{upstream.Addr.String()}; !slices.Equal(h.opts.ClusterDNS, want) {
+		t.Errorf("cluster DNS = %v, want %v", h.opts.ClusterDNS, want)
+	}
+	h.mustAnswer("found.default.svc.cluster.local", "10.96.0.99")
+	wantOnly(t, upstream, "found.default.svc.cluster.local", "tcp", 1)
+}
+
+// TestNoUpstreamAndNoClusterDNSSaysWhatIsMissing: without the upstream's
+// variables and without kube-dns's, there is nothing to ask.
+func TestNoUpstreamAndNoClusterDNSSaysWhatIsMissing(t *testing.T) {
+	o := DefaultOptions()
+	o.Getenv = func(string) string { return "" }
+	err := o.discoverClusterDNS(t.Context(), slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "KUBE_DNS_UPSTREAM_SERVICE_HOST is unset") {
+		t.Errorf("error = %v, want it to name KUBE_DNS_UPSTREAM_SERVICE_HOST", err)
 	}
 }

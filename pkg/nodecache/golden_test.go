@@ -29,11 +29,13 @@ type renderCase struct {
 	args      []string
 }
 
-func renderCases(t *testing.T) []renderCase {
+func renderCases(t *testing.T) []renderCase { return casesIn(t, "testdata/render") }
+
+func casesIn(t *testing.T, root string) []renderCase {
 	t.Helper()
-	dirs, err := filepath.Glob("testdata/render/*")
+	dirs, err := filepath.Glob(filepath.Join(root, "*"))
 	if err != nil || len(dirs) == 0 {
-		t.Fatalf("no render cases: %v", err)
+		t.Fatalf("no cases in %s: %v", root, err)
 	}
 	var out []renderCase
 	for _, dir := range dirs {
@@ -93,6 +95,29 @@ func TestRenderGolden(t *testing.T) {
 			}
 			if diff := cmp.Diff(string(want), stdout.String()); diff != "" {
 				t.Errorf("Corefile (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestRenderRefuses runs `node-cache render` for each case under
+// testdata/refuse: upstreams that would loop back into the cache or that a
+// pod cannot reach, and stub domains that would take names from the cluster
+// DNS. Each must fail with an error containing every line of the case's
+// error file: where the value came from, the value, and why.
+func TestRenderRefuses(t *testing.T) {
+	for _, c := range casesIn(t, "testdata/refuse") {
+		t.Run(c.name, func(t *testing.T) {
+			c.setenv(t)
+			var stdout, stderr bytes.Buffer
+			err := Run(context.Background(), append([]string{"render"}, c.args...), &stdout, &stderr)
+			if err == nil {
+				t.Fatalf("render accepted it:\n%s", stdout.String())
+			}
+			for _, want := range readLines(t, filepath.Join(c.dir, "error")) {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q\ndoes not contain %q", err, want)
+				}
 			}
 		})
 	}

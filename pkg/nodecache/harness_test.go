@@ -50,6 +50,7 @@ func newHarness(t *testing.T, mutate func(*harness)) *harness {
 	h.opts.resolverPort = h.node.Addr.Port()
 	h.opts.KubeDNSConfigDir = filepath.Join(dir, "kube-dns")
 	h.opts.Bind = []string{"127.0.0.1"}
+	h.opts.AllowLoopbackResolvers = true // every server here is on loopback
 	h.opts.Port = 0
 	h.opts.HealthAddr, h.opts.ReadyAddr, h.opts.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", metricsAddr(t)
 	h.opts.Lameduck = 0

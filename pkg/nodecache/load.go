@@ -41,15 +41,44 @@ func (o *Options) Config() (*corefile.Config, error) {
 		return nil, err
 	}
 	c.StubDomains = km.StubDomains
+	resolversFrom := "kube-dns ConfigMap key " + kubednsconfig.KeyUpstreamNameservers
 	if c.NodeResolvers = km.UpstreamNameservers; len(c.NodeResolvers) == 0 {
 		if c.NodeResolvers, err = o.nodeResolvers(); err != nil {
 			return nil, err
 		}
+		resolversFrom = "nameserver in " + o.ResolvConf
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	g, err := o.loopGuard(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.check(clusterDNSSource(o), c.ClusterDNS); err != nil {
+		return nil, err
+	}
+	if err := g.check(resolversFrom, c.NodeResolvers); err != nil {
+		return nil, err
+	}
+	for _, sd := range c.StubDomains {
+		if err := g.check(fmt.Sprintf("kube-dns ConfigMap key %s[%q]", kubednsconfig.KeyStubDomains, sd.Domain), sd.Servers); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+func clusterDNSSource(o *Options) string {
+	if len(o.ClusterDNS) > 0 {
+		return "--cluster-dns"
+	}
+	return upstreamEnvPrefix(o.UpstreamService) + "HOST"
+}
+
+// upstreamEnvPrefix is the prefix of a Service's service-link variables.
+func upstreamEnvPrefix(service string) string {
+	return strings.ToUpper(strings.ReplaceAll(service, "-", "_")) + "_SERVICE_"
 }
 
 // Corefile reads every input and renders the Corefile.
@@ -83,7 +112,7 @@ func (o *Options) clusterDNS() ([]netip.AddrPort, error) {
 	if len(out) > 0 {
 		return out, nil
 	}
-	prefix := strings.ToUpper(strings.ReplaceAll(o.UpstreamService, "-", "_")) + "_SERVICE_"
+	prefix := upstreamEnvPrefix(o.UpstreamService)
 	host := o.getenv(prefix + "HOST")
 	if host == "" {
 		return nil, fmt.Errorf("no cluster DNS: --cluster-dns is empty and %sHOST is unset; "+

@@ -21,6 +21,16 @@ type Options struct {
 	ClusterDomain    string
 	ClusterDNS       []string
 	UpstreamService  string
+	// Namespace is the pod's: where kube-dns and kube-dns-upstream are.
+	Namespace string
+	// KubeDNSService names the cluster DNS Service whose traffic the
+	// redirect sends to this cache; KubeDNSIPs are its addresses (default:
+	// its service-link environment variables). No upstream may be there.
+	KubeDNSService string
+	KubeDNSIPs     []string
+	// AllowLoopbackResolvers accepts upstreams on loopback addresses, which
+	// only a cache in the host's network namespace can reach.
+	AllowLoopbackResolvers bool
 	ResolvConf       string
 	KubeDNSConfigDir string
 	Bind             []string
@@ -41,6 +51,9 @@ type Options struct {
 	// resolverPort replaces port 53 for resolv.conf nameservers, which
 	// cannot carry a port; tests use it to reach resolvers on loopback.
 	resolverPort uint16
+	// upstreamPort replaces port 53 for a kube-dns-upstream found through
+	// kube-dns; tests use it to reach a server on loopback.
+	upstreamPort uint16
 }
 
 // DefaultOptions are the values used for flags that are not given.
@@ -48,6 +61,8 @@ func DefaultOptions() Options {
 	return Options{
 		ClusterDomain:    "cluster.local",
 		UpstreamService:  "kube-dns-upstream",
+		Namespace:        "kube-system",
+		KubeDNSService:   "kube-dns",
 		ResolvConf:       "/etc/resolv.conf",
 		KubeDNSConfigDir: "/etc/kube-dns",
 		Port:             5353,
@@ -88,6 +103,10 @@ func parseFlags(name string, args []string, stderr io.Writer) (Options, error) {
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "the cluster's DNS domain")
 	fs.Var(listFlag{&o.ClusterDNS}, "cluster-dns", "cluster DNS server(s) `IP[,IP]` (one per family); default: the upstream Service's environment variables")
 	fs.StringVar(&o.UpstreamService, "upstream-service", o.UpstreamService, "Service `NAME` whose environment variables give the cluster DNS when --cluster-dns is empty")
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "the pod's `NAMESPACE`, where the upstream Service is")
+	fs.StringVar(&o.KubeDNSService, "kube-dns-service", o.KubeDNSService, "the cluster DNS Service `NAME` the redirect sends to this cache")
+	fs.Var(listFlag{&o.KubeDNSIPs}, "kube-dns-ips", "the cluster DNS Service's `IP[,IP]`; default: its environment variables")
+	fs.BoolVar(&o.AllowLoopbackResolvers, "allow-loopback-resolvers", o.AllowLoopbackResolvers, "accept upstreams on loopback addresses (only for a cache in the host network namespace)")
 	fs.StringVar(&o.ResolvConf, "resolv-conf", o.ResolvConf, "resolv.conf `FILE` whose nameservers resolve external names")
 	fs.StringVar(&o.KubeDNSConfigDir, "kube-dns-config-dir", o.KubeDNSConfigDir, "`DIR` of the mounted kube-dns ConfigMap (optional)")
 	fs.Var(listFlag{&o.Bind}, "bind", "listen only on `IP[,IP]`; default: all addresses of both families")

@@ -32,6 +32,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := opts.discoverClusterDNS(ctx, log); err != nil {
+		return err
+	}
 	s, err := Start(opts, log)
 	if err != nil {
 		return err

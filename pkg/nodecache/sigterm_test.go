@@ -46,7 +46,7 @@ func TestSIGTERMDropsReadinessBeforeClosingThePort(t *testing.T) {
 		"--cluster-dns", cluster.Addr.String(), "--resolv-conf", filepath.Join(dir, "resolv.conf"),
 		"--kube-dns-config-dir", cm, "--bind", "127.0.0.1", "--port", port,
 		"--ready-addr", ready, "--health-addr", freeAddr(t), "--metrics-addr", freeAddr(t),
-		"--lameduck", "1s")
+		"--lameduck", "1s", "--allow-loopback-resolvers")
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
