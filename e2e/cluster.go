@@ -25,6 +25,10 @@ type Cluster interface {
 	Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error)
 	// Image is the image reference of our lrpdns image in this cluster.
 	Image() string
+	// Kubectl runs kubectl against the cluster and returns its stdout.
+	Kubectl(ctx context.Context, args ...string) (string, error)
+	// Kustomization is the directory that was applied to install lrpdns.
+	Kustomization() string
 }
 
 // fromEnv builds the provider hack/e2e.sh describes in the environment:
@@ -33,40 +37,43 @@ type Cluster interface {
 //	LRPDNS_E2E_HUBBLE      Hubble address
 //	LRPDNS_E2E_KUBECTL     kubectl binary (exec in pods)
 //	LRPDNS_E2E_IMAGE       the lrpdns image
+//	LRPDNS_E2E_KUSTOMIZATION  the directory applied with kubectl apply -k
 //
-// or, for the lab (hack/e2e-lab.sh), LRPDNS_E2E_PROVIDER=lab and
+// or, for the lab (hack/e2e-lab.sh), LRPDNS_E2E_PROVIDER=lab, the same, and
 //
 //	LRPDNS_E2E_EXEC        command prefix that runs a command in a pod
 func fromEnv() (Cluster, error) {
+	k := kubectlCluster{
+		kubeconfig:    os.Getenv("LRPDNS_E2E_KUBECONFIG"),
+		hubble:        os.Getenv("LRPDNS_E2E_HUBBLE"),
+		kubectl:       os.Getenv("LRPDNS_E2E_KUBECTL"),
+		image:         os.Getenv("LRPDNS_E2E_IMAGE"),
+		kustomization: os.Getenv("LRPDNS_E2E_KUSTOMIZATION"),
+	}
+	if k.kubeconfig == "" || k.hubble == "" || k.kubectl == "" || k.image == "" || k.kustomization == "" {
+		return nil, fmt.Errorf("set LRPDNS_E2E_KUBECONFIG, LRPDNS_E2E_HUBBLE, LRPDNS_E2E_KUBECTL, LRPDNS_E2E_IMAGE and LRPDNS_E2E_KUSTOMIZATION (make e2e and make e2e-lab do)")
+	}
 	if os.Getenv("LRPDNS_E2E_PROVIDER") == "lab" {
-		c := &labCluster{
-			kubeconfig: os.Getenv("LRPDNS_E2E_KUBECONFIG"),
-			hubble:     os.Getenv("LRPDNS_E2E_HUBBLE"),
-			exec:       strings.Fields(os.Getenv("LRPDNS_E2E_EXEC")),
-			image:      os.Getenv("LRPDNS_E2E_IMAGE"),
-		}
-		if c.kubeconfig == "" || c.hubble == "" || len(c.exec) == 0 || c.image == "" {
-			return nil, fmt.Errorf("set LRPDNS_E2E_KUBECONFIG, LRPDNS_E2E_HUBBLE, LRPDNS_E2E_EXEC and LRPDNS_E2E_IMAGE (make e2e-lab does)")
+		c := &labCluster{kubectlCluster: k, exec: strings.Fields(os.Getenv("LRPDNS_E2E_EXEC"))}
+		if len(c.exec) == 0 {
+			return nil, fmt.Errorf("set LRPDNS_E2E_EXEC (make e2e-lab does)")
 		}
 		return c, nil
 	}
-	c := &kubectlCluster{
-		kubeconfig: os.Getenv("LRPDNS_E2E_KUBECONFIG"),
-		hubble:     os.Getenv("LRPDNS_E2E_HUBBLE"),
-		kubectl:    os.Getenv("LRPDNS_E2E_KUBECTL"),
-		image:      os.Getenv("LRPDNS_E2E_IMAGE"),
-	}
-	if c.kubeconfig == "" || c.hubble == "" || c.kubectl == "" || c.image == "" {
-		return nil, fmt.Errorf("set LRPDNS_E2E_KUBECONFIG, LRPDNS_E2E_HUBBLE, LRPDNS_E2E_KUBECTL and LRPDNS_E2E_IMAGE (make e2e does)")
-	}
-	return c, nil
+	return &k, nil
 }
 
 // kubectlCluster is any cluster reached with a kubeconfig and kubectl exec:
 // kind, or a real one.
 type kubectlCluster struct {
-	kubeconfig, hubble, kubectl, image string
+	kubeconfig, hubble, kubectl, image, kustomization string
 }
+
+func (c *kubectlCluster) Kubectl(ctx context.Context, args ...string) (string, error) {
+	return capture(ctx, c.kubectl, append([]string{"--kubeconfig", c.kubeconfig}, args...), "", "kubectl")
+}
+
+func (c *kubectlCluster) Kustomization() string { return c.kustomization }
 
 func (c *kubectlCluster) RESTConfig() (*rest.Config, error) {
 	return clientcmd.BuildConfigFromFlags("", c.kubeconfig)
@@ -95,17 +102,9 @@ func capture(ctx context.Context, name string, args []string, namespace, pod str
 
 // labCluster is the lab: pods are processes, entered with lab-node exec.
 type labCluster struct {
-	kubeconfig, hubble, image string
-	exec                      []string
+	kubectlCluster
+	exec []string
 }
-
-func (c *labCluster) RESTConfig() (*rest.Config, error) {
-	return clientcmd.BuildConfigFromFlags("", c.kubeconfig)
-}
-
-func (c *labCluster) HubbleServer() string { return c.hubble }
-
-func (c *labCluster) Image() string { return c.image }
 
 func (c *labCluster) Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error) {
 	args := append(append(slices.Clone(c.exec[1:]), "--namespace", namespace, "--pod", pod, "--"), cmd...)

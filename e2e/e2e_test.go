@@ -30,15 +30,17 @@ const clientPod = "lrpdns-e2e-client"
 
 // probeResult mirrors `lrpdns probe` output.
 type probeResult struct {
-	Sent, Answered, Failed int
-	Failures               []string
-	Answers                map[string]int
+	Sent, Answered, Failed, Wrong int
+	Failures                      []string
+	Answers                       map[string]int
 }
 
 type suite struct {
 	cluster Cluster
 	c       client.Client
 	names   lrp.Names
+	// mix is the probe's names with the answers they must get.
+	mix []string
 }
 
 func TestE2E(t *testing.T) {
@@ -61,13 +63,69 @@ func TestE2E(t *testing.T) {
 	s := &suite{cluster: cluster, c: c, names: lrp.DefaultNames()}
 	t.Cleanup(func() { s.saveArtifacts(t) })
 	s.startClient(t)
+	s.mix = s.queryMix(t)
 
 	t.Run("policy is in place", s.policyInPlace)
 	t.Run("names resolve through the cache", s.resolve)
 	t.Run("verify passes on Hubble flows", s.verifyFlows)
 	t.Run("a policy removed by hand shows as bypass and is restored", s.bypassReported)
-	t.Run("rollout restart loses no query", s.rollout)
-	t.Run("deleting the cache falls back to kube-dns", s.deleteCache)
+	// The scenarios below run under continuous queries; each prints
+	// "<scenario> (<client kind>): N sent, N answered, N failed".
+	t.Run("kube-dns-upstream deleted by hand", s.upstreamDeleted)
+	t.Run("DaemonSet deleted with --cascade=orphan and re-applied", s.orphaned)
+	t.Run("rollout restart", s.rollout)
+	t.Run("cache port change", s.portChange)
+	t.Run("cache DaemonSet deleted", s.deleteCache)
+	t.Run("uninstall with kubectl delete -k", s.uninstall)
+}
+
+// queryMix is what every scenario asks, each with the answer it must get:
+// cluster names (their ClusterIPs), a never-seen cluster name per round (a
+// pod name CoreDNS answers with the address it spells: always a cache miss),
+// and an external name (the node resolver's answer, where the provider
+// knows it: LRPDNS_E2E_EXTERNAL_ANSWER). The lab's node resolver refuses
+// cluster names, so one sent the wrong way fails.
+func (s *suite) queryMix(t *testing.T) []string {
+	mix := []string{"--fresh", "default.pod.cluster.local"}
+	for _, key := range []client.ObjectKey{{Namespace: "default", Name: "kubernetes"}, {Namespace: s.names.Namespace, Name: s.names.KubeDNSService}} {
+		svc := &corev1.Service{}
+		if err := s.c.Get(t.Context(), key, svc); err != nil {
+			t.Fatal(err)
+		}
+		mix = append(mix, fmt.Sprintf("%s.%s.svc.cluster.local=%s", key.Name, key.Namespace, svc.Spec.ClusterIP))
+	}
+	external := "example.com"
+	if a := os.Getenv("LRPDNS_E2E_EXTERNAL_ANSWER"); a != "" {
+		external += "=" + a
+	}
+	return append(mix, external)
+}
+
+// underLoad runs the query mix from the client for d while action runs
+// (started after 3 s), then reports and requires 0 failed queries.
+func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action func()) probeResult {
+	t.Helper()
+	ctx := t.Context()
+	done := make(chan struct{})
+	var r probeResult
+	var perr error
+	go func() {
+		defer close(done)
+		r, perr = s.probe(ctx, append([]string{"--duration", d.String(), "--interval", "20ms"}, s.mix...)...)
+	}()
+	time.Sleep(3 * time.Second)
+	start := time.Now()
+	action()
+	took := time.Since(start)
+	<-done
+	t.Logf("%s (udp, a socket per query): %d sent, %d answered, %d failed", scenario, r.Sent, r.Answered, r.Failed)
+	if took > d-3*time.Second {
+		t.Errorf("%s took %v, longer than the queries around it (%v)", scenario, took.Round(time.Second), d)
+	}
+	if perr != nil || r.Failed != 0 || r.Sent < int(d/(100*time.Millisecond)) {
+		t.Errorf("%s: %+v, %v; want 0 failed", scenario, r, perr)
+	}
+	return r
 }
 
 func (s *suite) startClient(t *testing.T) {
@@ -105,16 +163,14 @@ func (s *suite) policyInPlace(t *testing.T) {
 }
 
 func (s *suite) resolve(t *testing.T) {
-	for _, name := range []string{"kubernetes.default.svc.cluster.local", "kube-dns.kube-system.svc.cluster.local", "example.com"} {
-		r, err := s.probe(t.Context(), "--count", "10", "--interval", "50ms", name)
-		if err != nil || r.Answered != r.Sent {
-			t.Errorf("%s: %+v, %v", name, r, err)
-		}
-		// A second, TCP run exercises the redirect's TCP port.
-		r, err = s.probe(t.Context(), "--tcp", "--count", "5", "--interval", "50ms", name)
-		if err != nil || r.Answered != r.Sent {
-			t.Errorf("%s over TCP: %+v, %v", name, r, err)
-		}
+	r, err := s.probe(t.Context(), append([]string{"--count", "40", "--interval", "50ms"}, s.mix...)...)
+	if err != nil || r.Answered != r.Sent || r.Sent != 40 {
+		t.Errorf("%v: %+v, %v", s.mix, r, err)
+	}
+	// A second, TCP run exercises the redirect's TCP port.
+	r, err = s.probe(t.Context(), append([]string{"--tcp", "--count", "20", "--interval", "50ms"}, s.mix...)...)
+	if err != nil || r.Answered != r.Sent || r.Sent != 20 {
+		t.Errorf("%v over TCP: %+v, %v", s.mix, r, err)
 	}
 }
 
@@ -130,17 +186,18 @@ func verifyConfig(t *testing.T) verify.Config {
 	return c
 }
 
-func (s *suite) verify(t *testing.T, since time.Duration) []verify.Result {
+// verify evaluates the last since of flows; a Hubble read error is an error,
+// never an empty result that a check could pass on.
+func (s *suite) verify(t *testing.T, since time.Duration) ([]verify.Result, error) {
 	flows, err := verify.FromServer(t.Context(), s.cluster.HubbleServer(), since, verifyConfig(t))
 	if err != nil {
-		t.Logf("hubble: %v", err)
-		return nil
+		return nil, fmt.Errorf("failed to read flows from Hubble: %w", err)
 	}
 	results, err := verify.Evaluate(t.Context(), verifyConfig(t), flows)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("failed to evaluate flows: %w", err)
 	}
-	return results
+	return results, nil
 }
 
 func report(results []verify.Result) string {
@@ -156,8 +213,12 @@ func (s *suite) verifyFlows(t *testing.T) {
 		if _, err := s.probe(ctx, "--count", "20", "--interval", "20ms", "kubernetes.default.svc.cluster.local", "example.com"); err != nil {
 			t.Logf("probe: %v", err)
 		}
-		results = s.verify(t, 2*time.Minute)
-		return results != nil && verify.Passed(results)
+		var err error
+		if results, err = s.verify(t, 2*time.Minute); err != nil {
+			t.Logf("verify: %v", err)
+			return false
+		}
+		return verify.Passed(results)
 	})
 	t.Logf("lrpdns verify:\n%s", report(results))
 }
@@ -197,12 +258,22 @@ func (s *suite) bypassReported(t *testing.T) {
 		t.Errorf("without the policy: %+v, %v; want every query answered, by CoreDNS", r, err)
 	}
 	time.Sleep(2 * time.Second)
-	results := s.verify(t, time.Since(removed)+time.Second)
+	results, err := s.verify(t, time.Since(removed)+time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("lrpdns verify without the policy:\n%s", report(results))
+	found := false
 	for _, r := range results {
-		if r.Name == "no-bypass" && r.Status != verify.Fail {
-			t.Errorf("no-bypass = %s without the policy, want FAIL", r.Status)
+		if r.Name == "no-bypass" {
+			found = true
+			if r.Status != verify.Fail {
+				t.Errorf("no-bypass = %s without the policy, want FAIL", r.Status)
+			}
 		}
+	}
+	if !found {
+		t.Errorf("verify has no no-bypass check: %+v", results)
 	}
 
 	scale(2)
@@ -215,65 +286,234 @@ func (s *suite) bypassReported(t *testing.T) {
 		if _, err := s.probe(ctx, "--count", "10", "--interval", "20ms", "kubernetes.default.svc.cluster.local", "example.com"); err != nil {
 			t.Logf("probe: %v", err)
 		}
-		results := s.verify(t, 10*time.Second)
-		return results != nil && verify.Passed(results)
+		results, err := s.verify(t, 10*time.Second)
+		if err != nil {
+			t.Logf("verify: %v", err)
+			return false
+		}
+		return verify.Passed(results)
 	})
+}
+
+func (s *suite) dsKey() client.ObjectKey {
+	return client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.DaemonSet}
+}
+
+func (s *suite) policyKey() client.ObjectKey {
+	return client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.Policy}
+}
+
+// rolledOut reports whether the cache DaemonSet runs its current template,
+// available, on every node.
+func (s *suite) rolledOut(ctx context.Context) bool {
+	cur := &appsv1.DaemonSet{}
+	return s.c.Get(ctx, s.dsKey(), cur) == nil && cur.Status.ObservedGeneration >= cur.Generation &&
+		cur.Status.UpdatedNumberScheduled == cur.Status.DesiredNumberScheduled &&
+		cur.Status.NumberAvailable == cur.Status.DesiredNumberScheduled && cur.Status.DesiredNumberScheduled > 0
+}
+
+// cachePods are the cache's pods by name, with their UIDs.
+func (s *suite) cachePods(t *testing.T) map[string]string {
+	t.Helper()
+	pods := &corev1.PodList{}
+	if err := s.c.List(t.Context(), pods, client.InNamespace(s.names.Namespace), client.MatchingLabels{"k8s-app": "node-local-dns"}); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			out[p.Name] = string(p.UID)
+		}
+	}
+	return out
+}
+
+// waitRedirect waits for the policy (matching ok, if given) and for the
+// rollout, then for Cilium to have it in the datapath, as seen by a query
+// that reaches a cache: verify is not needed for that, a moment is.
+func (s *suite) waitRedirect(t *testing.T, ok func(*ciliumv2.CiliumLocalRedirectPolicy) bool) *ciliumv2.CiliumLocalRedirectPolicy {
+	t.Helper()
+	p := &ciliumv2.CiliumLocalRedirectPolicy{}
+	waitFor(t, 3*time.Minute, "the redirect", func() bool {
+		return s.c.Get(t.Context(), s.policyKey(), p) == nil && (ok == nil || ok(p)) && s.rolledOut(t.Context())
+	})
+	return p
 }
 
 func (s *suite) rollout(t *testing.T) {
 	ctx := t.Context()
-	done := make(chan struct{})
-	var r probeResult
-	var perr error
-	go func() {
-		defer close(done)
-		r, perr = s.probe(ctx, "--duration", "90s", "--interval", "20ms",
-			"kubernetes.default.svc.cluster.local", "kube-dns.kube-system.svc.cluster.local")
-	}()
-	time.Sleep(5 * time.Second)
-	ds := &appsv1.DaemonSet{}
-	key := client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.DaemonSet}
-	if err := s.c.Get(ctx, key, ds); err != nil {
-		t.Fatal(err)
-	}
-	patch := client.MergeFrom(ds.DeepCopy())
-	if ds.Spec.Template.Annotations == nil {
-		ds.Spec.Template.Annotations = map[string]string{}
-	}
-	ds.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"] = time.Now().Format(time.RFC3339)
-	if err := s.c.Patch(ctx, ds, patch); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 3*time.Minute, "the rollout to finish", func() bool {
-		cur := &appsv1.DaemonSet{}
-		return s.c.Get(ctx, key, cur) == nil && cur.Status.ObservedGeneration >= cur.Generation &&
-			cur.Status.UpdatedNumberScheduled == cur.Status.DesiredNumberScheduled &&
-			cur.Status.NumberAvailable == cur.Status.DesiredNumberScheduled
+	s.underLoad(t, "rollout restart", 60*time.Second, func() {
+		ds := &appsv1.DaemonSet{}
+		if err := s.c.Get(ctx, s.dsKey(), ds); err != nil {
+			t.Fatal(err)
+		}
+		patch := client.MergeFrom(ds.DeepCopy())
+		if ds.Spec.Template.Annotations == nil {
+			ds.Spec.Template.Annotations = map[string]string{}
+		}
+		ds.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"] = time.Now().Format(time.RFC3339)
+		if err := s.c.Patch(ctx, ds, patch); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		waitFor(t, 3*time.Minute, "the rollout to finish", func() bool { return s.rolledOut(ctx) })
 	})
-	<-done
-	t.Logf("rollout restart under continuous queries: %d sent, %d answered, %d failed", r.Sent, r.Answered, r.Failed)
-	if perr != nil || r.Failed != 0 || r.Sent < 1000 {
-		t.Errorf("queries during the rollout: %+v, %v; want over 1000 sent and 0 failed", r, perr)
+}
+
+// portChange moves the cache from 5353 to 5354. The redirect's backend port
+// is immutable: the controller withdraws the policy, the DaemonSet rolls,
+// and the policy comes back with 5354 once no pod on 5353 is left.
+func (s *suite) portChange(t *testing.T) {
+	ctx := t.Context()
+	old := &ciliumv2.CiliumLocalRedirectPolicy{}
+	if err := s.c.Get(ctx, s.policyKey(), old); err != nil {
+		t.Fatal(err)
+	}
+	s.underLoad(t, "cache port 5353 -> 5354", 90*time.Second, func() {
+		ds := &appsv1.DaemonSet{}
+		if err := s.c.Get(ctx, s.dsKey(), ds); err != nil {
+			t.Fatal(err)
+		}
+		c := &ds.Spec.Template.Spec.Containers[0]
+		for i, a := range c.Args {
+			if strings.HasPrefix(a, "--port=") {
+				c.Args[i] = "--port=5354"
+			}
+		}
+		for i := range c.Ports {
+			if c.Ports[i].ContainerPort == 5353 {
+				c.Ports[i].ContainerPort = 5354
+			}
+		}
+		if err := s.c.Update(ctx, ds); err != nil {
+			t.Fatal(err)
+		}
+		p := s.waitRedirect(t, func(p *ciliumv2.CiliumLocalRedirectPolicy) bool {
+			return p.UID != old.UID && p.Spec.RedirectBackend.ToPorts[0].Port == "5354"
+		})
+		t.Logf("policy re-created with backend %s/%s", p.Spec.RedirectBackend.ToPorts[0].Port, p.Spec.RedirectBackend.ToPorts[0].Protocol)
+	})
+	// And the queries reach a cache on 5354 again, not only kube-dns.
+	s.verifyPasses(t)
+}
+
+// verifyPasses waits for lrpdns verify to pass on fresh flows.
+func (s *suite) verifyPasses(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
+	var results []verify.Result
+	start := time.Now()
+	waitFor(t, time.Minute, "verify to pass", func() bool {
+		if _, err := s.probe(ctx, append([]string{"--count", "20", "--interval", "20ms"}, s.mix...)...); err != nil {
+			t.Logf("probe: %v", err)
+		}
+		var err error
+		if results, err = s.verify(t, time.Since(start)+time.Second); err != nil {
+			t.Logf("verify: %v", err)
+			return false
+		}
+		return verify.Passed(results)
+	})
+}
+
+// upstreamDeleted deletes kube-dns-upstream: the controller re-creates it on
+// the same ClusterIP, which the running caches forward to; no cache restarts.
+func (s *suite) upstreamDeleted(t *testing.T) {
+	ctx := t.Context()
+	key := client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.UpstreamService}
+	before := &corev1.Service{}
+	if err := s.c.Get(ctx, key, before); err != nil {
+		t.Fatal(err)
+	}
+	pods := s.cachePods(t)
+	s.underLoad(t, "kube-dns-upstream deleted by hand", 30*time.Second, func() {
+		if err := s.c.Delete(ctx, before); err != nil {
+			t.Fatal(err)
+		}
+		after := &corev1.Service{}
+		waitFor(t, time.Minute, "kube-dns-upstream to be re-created", func() bool {
+			return s.c.Get(ctx, key, after) == nil && after.UID != before.UID
+		})
+		if after.Spec.ClusterIP != before.Spec.ClusterIP {
+			t.Errorf("kube-dns-upstream re-created on %s, want its previous address %s", after.Spec.ClusterIP, before.Spec.ClusterIP)
+		}
+	})
+	if now := s.cachePods(t); fmt.Sprint(now) != fmt.Sprint(pods) {
+		t.Errorf("cache pods %v -> %v: want no restart", pods, now)
 	}
 }
 
+// orphaned deletes the DaemonSet with --cascade=orphan (its pods keep
+// running, the controller withdraws the policy), then re-applies the
+// manifests: the pods are adopted, not restarted, and still forward to the
+// same kube-dns-upstream address.
+func (s *suite) orphaned(t *testing.T) {
+	ctx := t.Context()
+	pods := s.cachePods(t)
+	up := &corev1.Service{}
+	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.UpstreamService}, up); err != nil {
+		t.Fatal(err)
+	}
+	s.underLoad(t, "DaemonSet deleted with --cascade=orphan and re-applied", 60*time.Second, func() {
+		if out, err := s.cluster.Kubectl(ctx, "-n", s.names.Namespace, "delete", "daemonset", s.names.DaemonSet, "--cascade=orphan"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		waitFor(t, time.Minute, "the policy to go", func() bool {
+			return apierrors.IsNotFound(s.c.Get(ctx, s.policyKey(), &ciliumv2.CiliumLocalRedirectPolicy{}))
+		})
+		if out, err := s.cluster.Kubectl(ctx, "apply", "-k", s.cluster.Kustomization()); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		s.waitRedirect(t, nil)
+	})
+	if now := s.cachePods(t); fmt.Sprint(now) != fmt.Sprint(pods) {
+		t.Errorf("cache pods %v -> %v: want them adopted, not restarted", pods, now)
+	}
+	after := &corev1.Service{}
+	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.UpstreamService}, after); err != nil || after.Spec.ClusterIP != up.Spec.ClusterIP {
+		t.Errorf("kube-dns-upstream %s (%v), want still %s", after.Spec.ClusterIP, err, up.Spec.ClusterIP)
+	}
+}
+
+// deleteCache deletes the cache DaemonSet under queries: the policy goes
+// first (the controller, then the garbage collector), the pods drain, and
+// every query is answered, by kube-dns at the end.
 func (s *suite) deleteCache(t *testing.T) {
 	ctx := t.Context()
-	ds := &appsv1.DaemonSet{}
-	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.DaemonSet}, ds); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.c.Delete(ctx, ds); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 2*time.Minute, "the policy to go", func() bool {
-		err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.Policy}, &ciliumv2.CiliumLocalRedirectPolicy{})
-		return apierrors.IsNotFound(err)
+	s.underLoad(t, "cache DaemonSet deleted", 40*time.Second, func() {
+		ds := &appsv1.DaemonSet{}
+		if err := s.c.Get(ctx, s.dsKey(), ds); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.c.Delete(ctx, ds); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 2*time.Minute, "the policy and the cache pods to go", func() bool {
+			return apierrors.IsNotFound(s.c.Get(ctx, s.policyKey(), &ciliumv2.CiliumLocalRedirectPolicy{})) && len(s.cachePods(t)) == 0
+		})
 	})
-	r, err := s.probe(ctx, "--count", "20", "--interval", "50ms", "kubernetes.default.svc.cluster.local")
-	if err != nil || r.Answered != r.Sent {
-		t.Errorf("after deleting the cache: %+v, %v; want every query answered by kube-dns", r, err)
+}
+
+// uninstall re-installs, then removes everything with kubectl delete -k
+// under queries: kubectl deletes in kustomize's order (RBAC and Services
+// before the DaemonSet); the garbage collector removes the policy after the
+// DaemonSet, and kube-dns-upstream only after both.
+func (s *suite) uninstall(t *testing.T) {
+	ctx := t.Context()
+	if out, err := s.cluster.Kubectl(ctx, "apply", "-k", s.cluster.Kustomization()); err != nil {
+		t.Fatalf("%v: %s", err, out)
 	}
+	s.waitRedirect(t, nil)
+	s.verifyPasses(t)
+	s.underLoad(t, "uninstall (kubectl delete -k)", 60*time.Second, func() {
+		if out, err := s.cluster.Kubectl(ctx, "delete", "-k", s.cluster.Kustomization(), "--wait=true"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		waitFor(t, 2*time.Minute, "the policy, the cache pods and kube-dns-upstream to go", func() bool {
+			return apierrors.IsNotFound(s.c.Get(ctx, s.policyKey(), &ciliumv2.CiliumLocalRedirectPolicy{})) && len(s.cachePods(t)) == 0 &&
+				apierrors.IsNotFound(s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.UpstreamService}, &corev1.Service{}))
+		})
+	})
 }
 
 // saveArtifacts keeps flows and logs of a failed run in LRPDNS_E2E_ARTIFACTS.

@@ -147,7 +147,7 @@ YAML
   start lab-node "$NODE_NS" "$BIN/lab-node" run --kubeconfig "$LAB/etc/kubeconfig" --node-name "$NODE" --node-ip 10.99.0.2 \
     --dir "$LAB/node" --bin-dir "$BIN" --coredns "$COREDNS" --cilium-cni "$CILIUM_BIN/cilium-cni" \
     --cni-conf "$LAB/etc/cni.conf" --agent-pid-file "$LAB/pids/cilium-agent" --resolv-conf "$LAB/etc/node-resolv.conf"
-  start resolver "$EXT_NS" "$BIN/lab-node" resolver --listen 10.99.0.1:53
+  start resolver "$EXT_NS" "$BIN/lab-node" resolver --listen 10.99.0.1:53 --answer 198.51.100.53 --refuse cluster.local
   wait_for 60 "the Node to be Ready" node_ready
   wait_for 60 "ServiceAccounts" k -n kube-system get serviceaccount default
   log "lab up after $((SECONDS - t0))s"
@@ -175,7 +175,8 @@ suite() {
   (cd e2e && LRPDNS_E2E_PROVIDER=lab LRPDNS_E2E_KUBECONFIG="$LAB/etc/kubeconfig" LRPDNS_E2E_HUBBLE="unix://$LAB/run/hubble.sock" \
   LRPDNS_E2E_EXEC="$BIN/lab-node exec --dir $LAB/node --bin-dir $BIN --coredns $COREDNS" \
   LRPDNS_E2E_IMAGE=ghcr.io/lrpdns/lrpdns:v0.1.0 LRPDNS_E2E_ARTIFACTS="$ARTIFACTS" \
-  LRPDNS_E2E_NODE_RESOLVERS=10.99.0.1 \
+  LRPDNS_E2E_NODE_RESOLVERS=10.99.0.1 LRPDNS_E2E_EXTERNAL_ANSWER=198.51.100.53 \
+  LRPDNS_E2E_KUBECTL="$K8S/kubectl" LRPDNS_E2E_KUSTOMIZATION="$REPO_ROOT/manifests" \
     nsenter --net="/run/netns/$NODE_NS" "$BIN/e2e.test" -test.v -test.count=1 -test.timeout=20m)
 }
 

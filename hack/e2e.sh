@@ -95,9 +95,9 @@ pf_pid=$!
 sleep 3
 
 LRPDNS_E2E_KUBECONFIG="$KUBECONFIG" LRPDNS_E2E_HUBBLE=localhost:4245 LRPDNS_E2E_KUBECTL="$KUBECTL" \
-LRPDNS_E2E_IMAGE="$IMAGE_REPO/lrpdns:$IMAGE_TAG" LRPDNS_E2E_ARTIFACTS="$ARTIFACTS" \
+LRPDNS_E2E_IMAGE="$IMAGE_REPO/lrpdns:$IMAGE_TAG" LRPDNS_E2E_ARTIFACTS="$ARTIFACTS" LRPDNS_E2E_KUSTOMIZATION="$overlay" \
   go test -tags e2e -count=1 -v -timeout 30m ./e2e/
 
 # The suite logged `lrpdns verify` while the path was up; these are the last
-# DNS flows, after the cache was deleted (clients now reach kube-dns).
+# DNS flows, after the uninstall (clients now reach kube-dns).
 "$HUBBLE" observe --server localhost:4245 --port 53 --last 20 || true

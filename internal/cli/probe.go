@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -15,10 +17,12 @@ import (
 
 // probeReport is what `lrpdns probe` prints.
 type probeReport struct {
-	Server   string         `json:"server"`
-	Sent     int            `json:"sent"`
-	Answered int            `json:"answered"`
-	Failed   int            `json:"failed"`
+	Server   string `json:"server"`
+	Sent     int    `json:"sent"`
+	Answered int    `json:"answered"`
+	Failed   int    `json:"failed"`
+	// Wrong counts the failures that were answers, but not the expected one.
+	Wrong    int            `json:"wrong"`
 	Failures []string       `json:"failures,omitempty"` // the first few
 	Answers  map[string]int `json:"answers"`            // rcode or address -> count
 }
@@ -26,9 +30,62 @@ type probeReport struct {
 // ErrProbeFailed is returned when any query failed.
 var ErrProbeFailed = errors.New("probe: some queries failed")
 
+// probeTarget is a name and, optionally, what its answer must be: an
+// address among the A records, or an rcode (NXDOMAIN).
+type probeTarget struct {
+	name, want string
+}
+
+func parseTargets(args []string) []probeTarget {
+	out := make([]probeTarget, 0, len(args))
+	for _, a := range args {
+		name, want, _ := strings.Cut(a, "=")
+		out = append(out, probeTarget{dns.Fqdn(name), want})
+	}
+	return out
+}
+
+// freshName is the n-th never-seen name under suffix, a pod name that
+// CoreDNS's kubernetes plugin (pods insecure) answers with the address it
+// spells: 10-<run>-<hi>-<lo>.<suffix> is 10.<run>.<hi>.<lo>.
+func freshName(suffix string, run, n int) probeTarget {
+	hi, lo := (n/254)%254+1, n%254+1
+	return probeTarget{
+		name: dns.Fqdn(fmt.Sprintf("10-%d-%d-%d.%s", run, hi, lo, suffix)),
+		want: fmt.Sprintf("10.%d.%d.%d", run, hi, lo),
+	}
+}
+
+// check says what is wrong with r for t, or "".
+func (t probeTarget) check(r *dns.Msg) string {
+	if t.want == "" {
+		return ""
+	}
+	if rc, ok := dns.StringToRcode[strings.ToUpper(t.want)]; ok {
+		if r.Rcode != rc {
+			return fmt.Sprintf("rcode %s, want %s", dns.RcodeToString[r.Rcode], t.want)
+		}
+		return ""
+	}
+	var got []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			if a.A.String() == t.want {
+				return ""
+			}
+			got = append(got, a.A.String())
+		}
+	}
+	return fmt.Sprintf("answer %s %v, want %s", dns.RcodeToString[r.Rcode], got, t.want)
+}
+
 // runProbe sends A queries for the names, round robin, until the duration
 // or count is reached, and prints a JSON report. The e2e suites run it in a
-// client pod, with the lrpdns image, during rollouts.
+// client pod, with the lrpdns image, during rollouts. A NAME=WANT argument
+// also checks the answer: WANT is an address the A records must hold, or an
+// rcode; a wrong answer is a failure (a query that went to the wrong
+// upstream). --fresh SUFFIX adds a never-seen name to every round, so each
+// round also has a cache miss.
 func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("lrpdns probe", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -38,12 +95,18 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	duration := fs.Duration("duration", 0, "stop after this long")
 	count := fs.Int("count", 0, "stop after this many queries")
 	timeout := fs.Duration("timeout", 2*time.Second, "per-query timeout (a timeout is a failure)")
+	fresh := fs.String("fresh", "", "add a never-seen pod name under `SUFFIX` (e.g. default.pod.cluster.local) to each round, checked against the address it spells")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	names := fs.Args()
-	if len(names) == 0 || (*duration <= 0 && *count <= 0) {
-		return errors.New("probe: give NAME... and --duration or --count")
+	targets := parseTargets(fs.Args())
+	if (len(targets) == 0 && *fresh == "") || (*duration <= 0 && *count <= 0) {
+		return errors.New("probe: give NAME[=WANT]... or --fresh, and --duration or --count")
+	}
+	run := rand.IntN(254) + 1 //nolint:gosec // not a secret: keeps runs' names apart
+	round := len(targets)
+	if *fresh != "" {
+		round++
 	}
 	addr := *server
 	if addr == "" {
@@ -66,8 +129,14 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if ctx.Err() != nil {
 			break
 		}
+		var t probeTarget
+		if j := i % round; j < len(targets) {
+			t = targets[j]
+		} else {
+			t = freshName(*fresh, run, i/round)
+		}
 		m := new(dns.Msg)
-		m.SetQuestion(dns.Fqdn(names[i%len(names)]), dns.TypeA)
+		m.SetQuestion(t.name, dns.TypeA)
 		rep.Sent++
 		r, _, err := c.ExchangeContext(ctx, m, addr)
 		switch {
@@ -81,6 +150,12 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			rep.Answers[dns.RcodeToString[r.Rcode]]++
 			if len(rep.Failures) < 10 {
 				rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %s", m.Question[0].Name, dns.RcodeToString[r.Rcode]))
+			}
+		case t.check(r) != "":
+			rep.Failed++
+			rep.Wrong++
+			if len(rep.Failures) < 10 {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %s", m.Question[0].Name, t.check(r)))
 			}
 		default:
 			rep.Answered++

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/lrpdns/lrpdns/internal/dnstest"
@@ -41,5 +42,58 @@ func TestProbeCountsAnswersAndFailures(t *testing.T) {
 	}
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Failed != 6 || len(rep.Failures) == 0 {
 		t.Errorf("report %+v (%v), want 6 failures with reasons", rep, err)
+	}
+}
+
+// TestProbeChecksAnswers: an answer that is not the expected one (a query
+// that reached the wrong upstream) is a failure, and --fresh names are never
+// the same twice.
+func TestProbeChecksAnswers(t *testing.T) {
+	t.Parallel()
+	s, err := dnstest.Start(dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out bytes.Buffer
+	args := []string{"probe", "--server", s.Addr.String(), "--count", "9", "--interval", "0s", "--fresh", "default.pod.cluster.local",
+		"right.example.com=192.0.2.7", "wrong.example.com=198.51.100.53"}
+	err = Run(context.Background(), args, &out, io.Discard)
+	if !errors.Is(err, ErrProbeFailed) {
+		t.Fatalf("probe: %v, want ErrProbeFailed", err)
+	}
+	var rep probeReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	// 3 rounds: right (answered), wrong (failed), fresh (10.r.1.n: the test
+	// server answers 192.0.2.7, so wrong too).
+	if rep.Sent != 9 || rep.Answered != 3 || rep.Failed != 6 || rep.Wrong != 6 {
+		t.Errorf("report %+v, want 9 sent, 3 answered, 6 wrong", rep)
+	}
+	var fresh []string
+	for _, q := range s.Queries() {
+		if strings.HasSuffix(q.Name, ".default.pod.cluster.local.") {
+			fresh = append(fresh, q.Name)
+		}
+	}
+	if len(fresh) != 3 || fresh[0] == fresh[1] || fresh[1] == fresh[2] {
+		t.Errorf("fresh names %v, want 3 different ones", fresh)
+	}
+	if !strings.Contains(strings.Join(rep.Failures, "\n"), "want 198.51.100.53") {
+		t.Errorf("failures %q do not say what was wanted", rep.Failures)
+	}
+}
+
+func TestFreshNameSpellsItsAddress(t *testing.T) {
+	t.Parallel()
+	for n, want := range map[int][2]string{
+		0:   {"10-7-1-1.default.pod.cluster.local.", "10.7.1.1"},
+		253: {"10-7-1-254.default.pod.cluster.local.", "10.7.1.254"},
+		254: {"10-7-2-1.default.pod.cluster.local.", "10.7.2.1"},
+	} {
+		if got := freshName("default.pod.cluster.local", 7, n); got.name != want[0] || got.want != want[1] {
+			t.Errorf("freshName(%d) = %+v, want %v", n, got, want)
+		}
 	}
 }

@@ -109,20 +109,24 @@ func run(ctx context.Context, args []string) error {
 	case "resolver":
 		listen := fs.String("listen", "", "ADDR:PORT, UDP and TCP")
 		answer := fs.String("answer", "198.51.100.53", "the A record for every name")
+		refuse := fs.String("refuse", "cluster.local", "answer REFUSED for names in this `DOMAIN`: a node resolver knows no cluster names, so a misrouted query fails")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		return resolver(ctx, *listen, netip.MustParseAddr(*answer))
+		return resolver(ctx, *listen, netip.MustParseAddr(*answer), *refuse)
 	}
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
-// resolver answers every A query with one address, over UDP and TCP.
-func resolver(ctx context.Context, listen string, answer netip.Addr) error {
+// resolver answers every A query with one address, over UDP and TCP, and
+// refuses names in the refused domain and reverse lookups.
+func resolver(ctx context.Context, listen string, answer netip.Addr, refuse string) error {
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
-		if len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeA {
+		if len(r.Question) == 1 && (dns.IsSubDomain(dns.Fqdn(refuse), r.Question[0].Name) || dns.IsSubDomain("arpa.", r.Question[0].Name)) {
+			m.Rcode = dns.RcodeRefused
+		} else if len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeA {
 			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IP(answer.AsSlice())})
 		}
 		_ = w.WriteMsg(m)
