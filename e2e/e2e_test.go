@@ -188,19 +188,19 @@ func verifyConfig(t *testing.T) verify.Config {
 
 // verify evaluates the last since of flows; a Hubble read error is an error,
 // never an empty result that a check could pass on.
-func (s *suite) verify(t *testing.T, since time.Duration) ([]verify.Result, error) {
+func (s *suite) verify(t *testing.T, since time.Duration) (verify.Report, error) {
 	flows, err := verify.FromServer(t.Context(), s.cluster.HubbleServer(), since, verifyConfig(t))
 	if err != nil {
-		return nil, fmt.Errorf("failed to read flows from Hubble: %w", err)
+		return verify.Report{}, fmt.Errorf("failed to read flows from Hubble: %w", err)
 	}
-	results, err := verify.Evaluate(t.Context(), verifyConfig(t), flows)
+	rep, err := verify.Evaluate(t.Context(), verifyConfig(t), flows)
 	if err != nil {
-		return nil, fmt.Errorf("failed to evaluate flows: %w", err)
+		return verify.Report{}, fmt.Errorf("failed to evaluate flows: %w", err)
 	}
-	return results, nil
+	return rep, nil
 }
 
-func report(results []verify.Result) string {
+func report(results verify.Report) string {
 	var b strings.Builder
 	_ = verify.WriteText(&b, results)
 	return b.String()
@@ -208,7 +208,7 @@ func report(results []verify.Result) string {
 
 func (s *suite) verifyFlows(t *testing.T) {
 	ctx := t.Context()
-	var results []verify.Result
+	var results verify.Report
 	waitFor(t, 2*time.Minute, "verify to pass", func() bool {
 		if _, err := s.probe(ctx, "--count", "20", "--interval", "20ms", "kubernetes.default.svc.cluster.local", "example.com"); err != nil {
 			t.Logf("probe: %v", err)
@@ -218,7 +218,7 @@ func (s *suite) verifyFlows(t *testing.T) {
 			t.Logf("verify: %v", err)
 			return false
 		}
-		return verify.Passed(results)
+		return results.Passed()
 	})
 	t.Logf("lrpdns verify:\n%s", report(results))
 }
@@ -264,16 +264,15 @@ func (s *suite) bypassReported(t *testing.T) {
 	}
 	t.Logf("lrpdns verify without the policy:\n%s", report(results))
 	found := false
-	for _, r := range results {
-		if r.Name == "no-bypass" {
-			found = true
-			if r.Status != verify.Fail {
-				t.Errorf("no-bypass = %s without the policy, want FAIL", r.Status)
+	for _, n := range results.Nodes {
+		for _, r := range n.Checks {
+			if r.Name == "no-bypass" && r.Status == verify.Fail {
+				found = true
 			}
 		}
 	}
-	if !found {
-		t.Errorf("verify has no no-bypass check: %+v", results)
+	if !found || results.Passed() {
+		t.Errorf("without the policy: no node has no-bypass FAIL, or verify passed:\n%s", report(results))
 	}
 
 	scale(2)
@@ -291,7 +290,7 @@ func (s *suite) bypassReported(t *testing.T) {
 			t.Logf("verify: %v", err)
 			return false
 		}
-		return verify.Passed(results)
+		return results.Passed()
 	})
 }
 
@@ -401,7 +400,7 @@ func (s *suite) portChange(t *testing.T) {
 func (s *suite) verifyPasses(t *testing.T) {
 	t.Helper()
 	ctx := t.Context()
-	var results []verify.Result
+	var results verify.Report
 	start := time.Now()
 	waitFor(t, time.Minute, "verify to pass", func() bool {
 		if _, err := s.probe(ctx, append([]string{"--count", "20", "--interval", "20ms"}, s.mix...)...); err != nil {
@@ -412,7 +411,7 @@ func (s *suite) verifyPasses(t *testing.T) {
 			t.Logf("verify: %v", err)
 			return false
 		}
-		return verify.Passed(results)
+		return results.Passed()
 	})
 }
 

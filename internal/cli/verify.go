@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,14 +28,28 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	file := fs.String("flows", "", "`FILE` of `hubble observe -o jsonpb` lines; - for stdin")
 	since := fs.Duration("since", 5*time.Minute, "window: flows from the last DURATION (with --flows: before the newest flow; 0 keeps all)")
 	output := fs.String("o", "text", "output: text or json")
-	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "namespace of the cache and CoreDNS pods")
+	namespace := fs.String("namespace", "", "namespace of the cache and CoreDNS pods (sets both --cache-namespace and --kube-dns-namespace)")
+	fs.StringVar(&c.CacheNamespace, "cache-namespace", c.CacheNamespace, "namespace of the cache pods")
+	fs.StringVar(&c.KubeDNSNamespace, "kube-dns-namespace", c.KubeDNSNamespace, "namespace of the CoreDNS pods")
 	fs.StringVar(&c.CacheSelector, "cache-selector", c.CacheSelector, "Hubble label selector of the cache pods")
 	fs.StringVar(&c.KubeDNSSelector, "kube-dns-selector", c.KubeDNSSelector, "Hubble label selector of the CoreDNS pods")
 	fs.IntVar(&c.CachePort, "cache-port", c.CachePort, "the cache pods' DNS port")
+	coreDNSPorts := fs.String("kube-dns-ports", "53", "the CoreDNS pods' DNS `PORT[,PORT]` (kube-dns's target ports)")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "the cluster's DNS domain")
 	resolvers := fs.String("node-resolvers", "", "the node's resolvers `IP[,IP]`; default: any destination that is not a pod")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *namespace != "" {
+		c.CacheNamespace, c.KubeDNSNamespace = *namespace, *namespace
+	}
+	c.KubeDNSPorts = nil
+	for _, s := range strings.Split(*coreDNSPorts, ",") {
+		p, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("verify: invalid --kube-dns-ports entry %q: want ports from 1 to 65535 separated by commas", s)
+		}
+		c.KubeDNSPorts = append(c.KubeDNSPorts, p)
 	}
 	if (*server == "") == (*file == "") {
 		return errors.New("verify: give exactly one of --hubble-server and --flows")
@@ -73,19 +88,19 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
-	results, err := verify.Evaluate(ctx, c, flows)
+	rep, err := verify.Evaluate(ctx, c, flows)
 	if err != nil {
 		return err
 	}
 	if *output == "json" {
-		err = verify.WriteJSON(stdout, results)
+		err = verify.WriteJSON(stdout, rep)
 	} else {
-		err = verify.WriteText(stdout, results)
+		err = verify.WriteText(stdout, rep)
 	}
 	if err != nil {
 		return err
 	}
-	if !verify.Passed(results) {
+	if !rep.Passed() {
 		return ErrVerifyFailed
 	}
 	return nil

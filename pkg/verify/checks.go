@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -17,13 +19,17 @@ import (
 
 // Config says what the path looks like in this cluster.
 type Config struct {
-	// Namespace of the cache and CoreDNS pods.
-	Namespace string
+	// CacheNamespace and KubeDNSNamespace are the namespaces of the cache
+	// pods and of the CoreDNS pods.
+	CacheNamespace   string
+	KubeDNSNamespace string
 	// CacheSelector and KubeDNSSelector are Hubble label selectors.
 	CacheSelector   string
 	KubeDNSSelector string
 	// CachePort is the cache pod's DNS port (the redirect's backend port).
 	CachePort int
+	// KubeDNSPorts are the CoreDNS pods' DNS ports (kube-dns's target ports).
+	KubeDNSPorts []int
 	// ClusterDomain is the cluster's DNS domain, for the L7 checks.
 	ClusterDomain string
 	// NodeResolvers are the node's resolvers; empty means any destination
@@ -34,11 +40,13 @@ type Config struct {
 // DefaultConfig matches the shipped manifests.
 func DefaultConfig() Config {
 	return Config{
-		Namespace:       "kube-system",
-		CacheSelector:   "k8s:k8s-app=node-local-dns",
-		KubeDNSSelector: "k8s:k8s-app=kube-dns",
-		CachePort:       5353,
-		ClusterDomain:   "cluster.local",
+		CacheNamespace:   "kube-system",
+		KubeDNSNamespace: "kube-system",
+		CacheSelector:    "k8s:k8s-app=node-local-dns",
+		KubeDNSSelector:  "k8s:k8s-app=kube-dns",
+		CachePort:        5353,
+		KubeDNSPorts:     []int{53},
+		ClusterDomain:    "cluster.local",
 	}
 }
 
@@ -69,17 +77,6 @@ type Result struct {
 	Why string `json:"why"`
 }
 
-// Passed reports whether the results allow exit 0: every required check
-// passed and no optional check failed.
-func Passed(rs []Result) bool {
-	for _, r := range rs {
-		if r.Status == Fail || (r.Status == NoData && !r.Optional) {
-			return false
-		}
-	}
-	return true
-}
-
 type filterSet struct{ white, black []*flowpb.FlowFilter }
 
 type check struct {
@@ -93,24 +90,53 @@ type check struct {
 	whenBad  string // what a FAIL means
 }
 
-func (c Config) selector(sel string) string {
-	return sel + ",k8s:io.kubernetes.pod.namespace=" + c.Namespace
+func selector(sel, namespace string) string {
+	return sel + ",k8s:io.kubernetes.pod.namespace=" + namespace
 }
 
-// dnsPorts are the ports a DNS request goes to: 53, and the cache's port.
-func (c Config) dnsPorts() []string {
-	if c.CachePort == 53 || c.CachePort == 0 {
+// kubeDNSPorts are CoreDNS's DNS ports as filter values.
+func (c Config) kubeDNSPorts() []string {
+	if len(c.KubeDNSPorts) == 0 {
 		return []string{"53"}
 	}
-	return []string{"53", strconv.Itoa(c.CachePort)}
+	var out []string
+	for _, p := range c.KubeDNSPorts {
+		out = appendOnce(out, strconv.Itoa(p))
+	}
+	return out
 }
 
+// dnsPorts are the ports a DNS request goes to: 53 (the Service, a node
+// resolver), the cache's port, and CoreDNS's.
+func (c Config) dnsPorts() []string {
+	out := []string{"53"}
+	if c.CachePort != 0 {
+		out = appendOnce(out, strconv.Itoa(c.CachePort))
+	}
+	for _, p := range c.kubeDNSPorts() {
+		out = appendOnce(out, p)
+	}
+	return out
+}
+
+func appendOnce(s []string, v string) []string {
+	if slices.Contains(s, v) {
+		return s
+	}
+	return append(s, v)
+}
+
+// delivered are the verdicts that show traffic reaching its destination (a
+// pod, the stack, the network, the DNS proxy). Only flows with them are
+// evidence of a path; a DROPPED flow is not a delivered query.
+var delivered = []flowpb.Verdict{flowpb.Verdict_FORWARDED, flowpb.Verdict_REDIRECTED}
+
 func (c Config) checks() []check {
-	cache, kubeDNS := c.selector(c.CacheSelector), c.selector(c.KubeDNSSelector)
-	dnsPorts := c.dnsPorts()
+	cache, kubeDNS := selector(c.CacheSelector, c.CacheNamespace), selector(c.KubeDNSSelector, c.KubeDNSNamespace)
+	dnsPorts, kubeDNSPorts := c.dnsPorts(), c.kubeDNSPorts()
 	requests := &flowpb.FlowFilter{DestinationPort: dnsPorts, Reply: []bool{false}}
 	fromCache := &flowpb.FlowFilter{SourceLabel: []string{cache}, Reply: []bool{false}}
-	toResolvers := &flowpb.FlowFilter{SourceLabel: []string{cache}, DestinationPort: []string{"53"}, Reply: []bool{false}}
+	toResolvers := &flowpb.FlowFilter{SourceLabel: []string{cache}, DestinationPort: []string{"53"}, Reply: []bool{false}, Verdict: delivered}
 	var notResolvers []*flowpb.FlowFilter
 	if len(c.NodeResolvers) > 0 {
 		for _, a := range c.NodeResolvers {
@@ -131,19 +157,19 @@ func (c Config) checks() []check {
 			desc:  fmt.Sprintf("clients reach a node-local cache pod on port %s", strings.Join(dnsPorts, "/")),
 			scope: filterSet{white: []*flowpb.FlowFilter{requests}, black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}}},
 			match: filterSet{
-				white: []*flowpb.FlowFilter{{DestinationLabel: []string{cache}, DestinationPort: dnsPorts, Reply: []bool{false}}},
+				white: []*flowpb.FlowFilter{{DestinationLabel: []string{cache}, DestinationPort: dnsPorts, Reply: []bool{false}, Verdict: delivered}},
 				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}},
 			},
 			whenOK:  "a client's query arrived at a cache pod",
-			whenBad: "DNS queries flow, but none reaches a cache pod: the redirect is not in effect (this flow went elsewhere)",
+			whenBad: "DNS queries flow, but none is delivered to a cache pod: the redirect is not in effect, or the queries are dropped (this flow is one of them)",
 		},
 		{
 			name: "cache-to-coredns-tcp", want: true,
-			desc:    "cache pods reach CoreDNS pods over TCP port 53",
+			desc:    fmt.Sprintf("cache pods reach CoreDNS pods over TCP port %s", strings.Join(kubeDNSPorts, "/")),
 			scope:   filterSet{white: []*flowpb.FlowFilter{fromCache}},
-			match:   filterSet{white: []*flowpb.FlowFilter{{SourceLabel: []string{cache}, DestinationLabel: []string{kubeDNS}, DestinationPort: []string{"53"}, Protocol: []string{"tcp"}, Reply: []bool{false}}}},
+			match:   filterSet{white: []*flowpb.FlowFilter{{SourceLabel: []string{cache}, DestinationLabel: []string{kubeDNS}, DestinationPort: kubeDNSPorts, Protocol: []string{"tcp"}, Reply: []bool{false}, Verdict: delivered}}},
 			whenOK:  "a cluster-domain miss went to CoreDNS over TCP",
-			whenBad: "the cache sent traffic, but never to CoreDNS over TCP (this flow is what it sent)",
+			whenBad: "the cache sent traffic, but none was delivered to CoreDNS over TCP (this flow is what it sent)",
 		},
 		{
 			name: "cache-to-node-resolvers", want: true,
@@ -151,18 +177,31 @@ func (c Config) checks() []check {
 			scope:   filterSet{white: []*flowpb.FlowFilter{fromCache}},
 			match:   filterSet{white: []*flowpb.FlowFilter{toResolvers}, black: notResolvers},
 			whenOK:  "an external name went to a node resolver",
-			whenBad: "the cache sent traffic, but never to a node resolver (this flow is what it sent)",
+			whenBad: "the cache sent traffic, but none was delivered to a node resolver (this flow is what it sent)",
 		},
 		{
 			name: "no-bypass", want: false,
-			desc:  "no client reaches CoreDNS pods directly on port 53",
+			desc:  fmt.Sprintf("no client reaches CoreDNS pods directly on port %s", strings.Join(kubeDNSPorts, "/")),
 			scope: filterSet{white: []*flowpb.FlowFilter{requests}},
 			match: filterSet{
-				white: []*flowpb.FlowFilter{{DestinationLabel: []string{kubeDNS}, DestinationPort: []string{"53"}, Reply: []bool{false}}},
+				white: []*flowpb.FlowFilter{{DestinationLabel: []string{kubeDNS}, DestinationPort: kubeDNSPorts, Reply: []bool{false}, Verdict: delivered}},
 				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}},
 			},
-			whenOK:  "every query to CoreDNS came from a cache pod",
+			whenOK:  "every query delivered to CoreDNS came from a cache pod",
 			whenBad: "a client queried CoreDNS directly, bypassing the cache",
+		},
+		{
+			name: "no-drops", want: false,
+			desc: "no DNS query or answer on the path is dropped",
+			scope: filterSet{white: []*flowpb.FlowFilter{
+				{DestinationPort: dnsPorts}, {SourcePort: dnsPorts},
+			}},
+			match: filterSet{white: []*flowpb.FlowFilter{
+				{DestinationPort: dnsPorts, Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}},
+				{SourcePort: dnsPorts, Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}},
+			}},
+			whenOK:  "no DNS packet was dropped",
+			whenBad: "a DNS packet was dropped",
 		},
 		{
 			name: "cluster-names-not-to-node-resolvers", want: false, optional: true,
@@ -177,7 +216,7 @@ func (c Config) checks() []check {
 			desc:  "external names are never sent to CoreDNS (L7 DNS)",
 			scope: filterSet{white: []*flowpb.FlowFilter{l7}},
 			match: filterSet{
-				white: []*flowpb.FlowFilter{{SourceLabel: []string{cache}, DestinationLabel: []string{kubeDNS}, Protocol: []string{"dns"}, Reply: []bool{false}}},
+				white: []*flowpb.FlowFilter{{SourceLabel: []string{cache}, DestinationLabel: []string{kubeDNS}, Protocol: []string{"dns"}, Reply: []bool{false}, Verdict: delivered}},
 				black: []*flowpb.FlowFilter{{DnsQuery: clusterNames}},
 			},
 			whenOK:  "CoreDNS was asked only cluster-domain and reverse names",
@@ -188,7 +227,7 @@ func (c Config) checks() []check {
 
 func withDNSQuery(f *flowpb.FlowFilter, q []string) *flowpb.FlowFilter {
 	c := &flowpb.FlowFilter{
-		SourceLabel: f.SourceLabel, DestinationIp: f.DestinationIp, Reply: f.Reply,
+		SourceLabel: f.SourceLabel, DestinationIp: f.DestinationIp, Reply: f.Reply, Verdict: f.Verdict,
 		Protocol: []string{"dns"}, DnsQuery: q,
 	}
 	return c
@@ -212,9 +251,88 @@ func compile(ctx context.Context, s filterSet) (compiled, error) {
 	return compiled{w, b}, nil
 }
 
-// Evaluate runs every check over flows, in order.
-func Evaluate(ctx context.Context, c Config, flows []*observerpb.GetFlowsResponse) ([]Result, error) {
-	var out []Result
+// NodeReport is every check evaluated on the flows one node observed.
+type NodeReport struct {
+	Node string `json:"node"`
+	// Status is PASS or FAIL for a node with client DNS traffic; NO DATA for
+	// a node without (unless a check failed there).
+	Status Status   `json:"status"`
+	Checks []Result `json:"checks"`
+}
+
+// Report is the verdict per node.
+type Report struct {
+	Nodes []NodeReport `json:"nodes"`
+}
+
+// Passed reports whether the path is proven: some node had clients, and no
+// node failed.
+func (r Report) Passed() bool {
+	proven := false
+	for _, n := range r.Nodes {
+		switch n.Status {
+		case Fail:
+			return false
+		case Pass:
+			proven = true
+		}
+	}
+	return proven
+}
+
+// nodeOf is the node that observed a flow.
+func nodeOf(resp *observerpb.GetFlowsResponse) string {
+	if n := resp.GetNodeName(); n != "" {
+		return n
+	}
+	if n := resp.GetFlow().GetNodeName(); n != "" {
+		return n
+	}
+	return "(unknown node)"
+}
+
+// Evaluate groups flows by the node that observed them and runs every check
+// on each node's flows: one healthy node cannot hide a broken one.
+func Evaluate(ctx context.Context, c Config, flows []*observerpb.GetFlowsResponse) (Report, error) {
+	checks, err := c.compile(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	byNode := map[string][]*observerpb.GetFlowsResponse{}
+	for _, f := range flows {
+		if f.GetFlow() != nil {
+			byNode[nodeOf(f)] = append(byNode[nodeOf(f)], f)
+		}
+	}
+	var rep Report
+	for _, node := range slices.Sorted(maps.Keys(byNode)) {
+		rs := evaluate(checks, byNode[node])
+		c.explain(ctx, rs)
+		n := NodeReport{Node: node, Checks: rs, Status: Pass}
+		for _, r := range rs {
+			if r.Status == Fail || (r.Status == NoData && !r.Optional) {
+				n.Status = Fail
+			}
+		}
+		if n.Status == Fail && rs[0].InScope == 0 && !failed(rs) {
+			n.Status = NoData // no client traffic here, and nothing wrong
+		}
+		rep.Nodes = append(rep.Nodes, n)
+	}
+	return rep, nil
+}
+
+func failed(rs []Result) bool {
+	return slices.ContainsFunc(rs, func(r Result) bool { return r.Status == Fail })
+}
+
+type compiledCheck struct {
+	check
+	scope, match compiled
+}
+
+func (c Config) compile(ctx context.Context) ([]compiledCheck, error) {
+	var out []compiledCheck
 	for _, ch := range c.checks() {
 		scope, err := compile(ctx, ch.scope)
 		if err != nil {
@@ -224,22 +342,28 @@ func Evaluate(ctx context.Context, c Config, flows []*observerpb.GetFlowsRespons
 		if err != nil {
 			return nil, fmt.Errorf("check %s: %w", ch.name, err)
 		}
+		out = append(out, compiledCheck{ch, scope, match})
+	}
+	return out, nil
+}
+
+// evaluate runs every check over flows, in order.
+func evaluate(checks []compiledCheck, flows []*observerpb.GetFlowsResponse) []Result {
+	var out []Result
+	for _, ch := range checks {
 		r := Result{Name: ch.name, Description: ch.desc, Optional: ch.optional}
 		var firstInScope, firstMatch *observerpb.GetFlowsResponse
 		for _, resp := range flows {
 			f := resp.GetFlow()
-			if f == nil {
-				continue
-			}
 			ev := &v1.Event{Event: f, Timestamp: f.GetTime()}
-			if !filters.Apply(scope.white, scope.black, ev) {
+			if !filters.Apply(ch.scope.white, ch.scope.black, ev) {
 				continue
 			}
 			r.InScope++
 			if firstInScope == nil {
 				firstInScope = resp
 			}
-			if filters.Apply(match.white, match.black, ev) {
+			if filters.Apply(ch.match.white, ch.match.black, ev) {
 				r.Matched++
 				if firstMatch == nil {
 					firstMatch = resp
@@ -260,5 +384,29 @@ func Evaluate(ctx context.Context, c Config, flows []*observerpb.GetFlowsRespons
 		}
 		out = append(out, r)
 	}
-	return out, nil
+	return out
+}
+
+// PolicyDocs is where the README says which policies the redirect needs.
+const PolicyDocs = "https://github.com/lrpdns/lrpdns#network-policies"
+
+// explain adds the drop reason to a failed no-drops check and, for a policy
+// drop of a query to a cache pod, the fix.
+func (c Config) explain(ctx context.Context, rs []Result) {
+	toCache, err := filters.BuildFilterList(ctx, []*flowpb.FlowFilter{{DestinationLabel: []string{selector(c.CacheSelector, c.CacheNamespace)}}}, filters.DefaultFilters(discard))
+	if err != nil {
+		return
+	}
+	for i, r := range rs {
+		if r.Name != "no-drops" || r.Status != Fail || r.Evidence == nil {
+			continue
+		}
+		f := r.Evidence.GetFlow()
+		reason := f.GetDropReasonDesc().String()
+		rs[i].Why = fmt.Sprintf("%s (%s)", r.Why, reason)
+		if strings.HasPrefix(reason, "POLICY_") && filters.Apply(toCache, nil, &v1.Event{Event: f}) {
+			rs[i].Why += fmt.Sprintf(": the client's egress policy allows kube-dns but not the cache pods it is redirected to; allow %s on port %d too (%s)",
+				c.CacheSelector, c.CachePort, PolicyDocs)
+		}
+	}
 }

@@ -40,14 +40,18 @@ func labConfig() Config {
 	return c
 }
 
+// statuses evaluates a one-node recording and returns each check's status.
 func statuses(t *testing.T, c Config, flows []*observerpb.GetFlowsResponse) map[string]Status {
 	t.Helper()
-	rs, err := Evaluate(context.Background(), c, flows)
+	rep, err := Evaluate(context.Background(), c, flows)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(rep.Nodes) != 1 {
+		t.Fatalf("%d nodes in a one-node recording", len(rep.Nodes))
+	}
 	out := map[string]Status{}
-	for _, r := range rs {
+	for _, r := range rep.Nodes[0].Checks {
 		out[r.Name] = r.Status
 		if (r.Status == Pass && r.Matched > 0 || r.Status == Fail) && r.Evidence == nil {
 			t.Errorf("%s: %s without an evidence flow", r.Name, r.Status)
@@ -58,7 +62,7 @@ func statuses(t *testing.T, c Config, flows []*observerpb.GetFlowsResponse) map[
 
 func all(s Status) map[string]Status {
 	return map[string]Status{
-		"clients-to-cache": s, "cache-to-coredns-tcp": s, "cache-to-node-resolvers": s, "no-bypass": s,
+		"clients-to-cache": s, "cache-to-coredns-tcp": s, "cache-to-node-resolvers": s, "no-bypass": s, "no-drops": s,
 		"cluster-names-not-to-node-resolvers": s, "external-names-not-to-coredns": s,
 	}
 }
@@ -95,9 +99,9 @@ func TestRecordedFlows(t *testing.T) {
 			if diff := cmp.Diff(tt.want, statuses(t, tt.config, flows)); diff != "" {
 				t.Errorf("statuses (-want +got):\n%s", diff)
 			}
-			rs, _ := Evaluate(context.Background(), tt.config, flows)
-			if Passed(rs) != tt.pass {
-				t.Errorf("Passed = %v, want %v", Passed(rs), tt.pass)
+			rep, _ := Evaluate(context.Background(), tt.config, flows)
+			if rep.Passed() != tt.pass {
+				t.Errorf("Passed = %v, want %v", rep.Passed(), tt.pass)
 			}
 		})
 	}
@@ -123,17 +127,12 @@ func TestCacheWithoutTCPFails(t *testing.T) {
 
 func TestNoFlowsIsNoData(t *testing.T) {
 	t.Parallel()
-	rs, err := Evaluate(context.Background(), DefaultConfig(), nil)
+	rep, err := Evaluate(context.Background(), DefaultConfig(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range rs {
-		if r.Status != NoData {
-			t.Errorf("%s = %s with no flows, want NO DATA", r.Name, r.Status)
-		}
-	}
-	if Passed(rs) {
-		t.Error("Passed with no flows, want false")
+	if len(rep.Nodes) != 0 || rep.Passed() {
+		t.Errorf("no flows: %+v, passed %v; want no node and not passed", rep.Nodes, rep.Passed())
 	}
 }
 
@@ -186,46 +185,51 @@ func TestWindow(t *testing.T) {
 
 func TestReports(t *testing.T) {
 	t.Parallel()
-	rs, err := Evaluate(context.Background(), labConfig(), load(t, "bypass.jsonpb"))
+	rep, err := Evaluate(context.Background(), labConfig(), load(t, "bypass.jsonpb"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var text bytes.Buffer
-	if err := WriteText(&text, rs); err != nil {
+	if err := WriteText(&text, rep); err != nil {
 		t.Fatal(err)
 	}
 	out := text.String()
 	for _, want := range []string{
-		"FAIL     no client reaches CoreDNS pods directly on port 53",
+		"node cil-node: FAIL",
+		"  FAIL     no client reaches CoreDNS pods directly on port 53",
 		"10.244.0.55:", "-> 10.244.0.188:53", "FORWARDED (UDP)", // the evidence, as hubble observe prints it
-		"FAIL: the node-local DNS path is not proven",
+		"FAIL: the node-local DNS path is not proven (passed: none; failed: cil-node; no client DNS traffic: none)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("text report lacks %q:\n%s", want, out)
 		}
 	}
-	if n := strings.Count(out, "\n"); n < len(rs)+1 {
-		t.Errorf("text report has %d lines for %d checks", n, len(rs))
+	checks := len(rep.Nodes[0].Checks)
+	if n := strings.Count(out, "\n"); n < checks+2 {
+		t.Errorf("text report has %d lines for %d checks", n, checks)
 	}
 
 	var js bytes.Buffer
-	if err := WriteJSON(&js, rs); err != nil {
+	if err := WriteJSON(&js, rep); err != nil {
 		t.Fatal(err)
 	}
 	var parsed struct {
-		Pass   bool
-		Checks []struct {
-			Name, Status string
-			Evidence     map[string]any
+		Pass  bool
+		Nodes []struct {
+			Node, Status string
+			Checks       []struct {
+				Name, Status string
+				Evidence     map[string]any
+			}
 		}
 	}
 	if err := json.Unmarshal(js.Bytes(), &parsed); err != nil {
 		t.Fatal(err)
 	}
-	if parsed.Pass || len(parsed.Checks) != len(rs) {
-		t.Errorf("JSON report pass=%v with %d checks, want false with %d", parsed.Pass, len(parsed.Checks), len(rs))
+	if parsed.Pass || len(parsed.Nodes) != 1 || parsed.Nodes[0].Node != "cil-node" || parsed.Nodes[0].Status != "FAIL" || len(parsed.Nodes[0].Checks) != checks {
+		t.Errorf("JSON report %+v, want pass=false, node cil-node FAIL with %d checks", parsed, checks)
 	}
-	for _, c := range parsed.Checks {
+	for _, c := range parsed.Nodes[0].Checks {
 		if c.Name == "no-bypass" && (c.Status != "FAIL" || c.Evidence["flow"] == nil) {
 			t.Errorf("no-bypass in JSON = %+v, want FAIL with the evidence flow", c)
 		}
