@@ -264,14 +264,12 @@ func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur
 	return nil
 }
 
-
 // specChanged reports whether an immutable field differs.
 func specChanged(cur, want *ciliumv2.CiliumLocalRedirectPolicy) bool {
 	return !equality.Semantic.DeepEqual(cur.Spec.RedirectFrontend, want.Spec.RedirectFrontend) ||
 		!equality.Semantic.DeepEqual(cur.Spec.RedirectBackend, want.Spec.RedirectBackend) ||
 		cur.Spec.SkipRedirectFromBackend != want.Spec.SkipRedirectFromBackend
 }
-
 
 // applyUpstream creates or repairs kube-dns-upstream. Its address is what
 // every running cache forwards cluster names to (the kubelet put it in their

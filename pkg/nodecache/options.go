@@ -18,9 +18,9 @@ const EnvPrefix = "NODE_CACHE_"
 
 // Options are the node-cache's inputs, as flags give them.
 type Options struct {
-	ClusterDomain    string
-	ClusterDNS       []string
-	UpstreamService  string
+	ClusterDomain   string
+	ClusterDNS      []string
+	UpstreamService string
 	// Namespace is the pod's: where kube-dns and kube-dns-upstream are.
 	Namespace string
 	// KubeDNSService names the cluster DNS Service whose traffic the
@@ -31,16 +31,16 @@ type Options struct {
 	// AllowLoopbackResolvers accepts upstreams on loopback addresses, which
 	// only a cache in the host's network namespace can reach.
 	AllowLoopbackResolvers bool
-	ResolvConf       string
-	KubeDNSConfigDir string
-	Bind             []string
-	Port             int
-	HealthAddr       string
-	ReadyAddr        string
-	MetricsAddr      string
-	Lameduck         time.Duration
-	Cache            corefile.Cache
-	LogQueries       bool
+	ResolvConf             string
+	KubeDNSConfigDir       string
+	Bind                   []string
+	Port                   int
+	HealthAddr             string
+	ReadyAddr              string
+	MetricsAddr            string
+	Lameduck               time.Duration
+	Cache                  corefile.Cache
+	LogQueries             bool
 	// CheckInterval re-reads the inputs even when no file event arrived
 	// (bind-mounted files such as resolv.conf send none).
 	CheckInterval time.Duration
