@@ -13,77 +13,120 @@ import (
 	"time"
 
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/lrpdns/lrpdns/pkg/lrp"
 	"github.com/lrpdns/lrpdns/pkg/verify"
 )
 
 // ErrVerifyFailed is returned when a required check did not pass.
 var ErrVerifyFailed = errors.New("verify: the node-local DNS path is not proven")
 
+type verifyFlags struct {
+	server, file, kubeconfig, output, resolvers, namespace, coreDNSPorts string
+	relayNamespace, relayService                                         string
+	since                                                                time.Duration
+	names                                                                verify.Names
+}
+
+// runVerify proves the path from Hubble flows. With a cluster (--kubeconfig,
+// $KUBECONFIG or in-cluster) it reads the policy, the cache pods' selector
+// and port and CoreDNS's selector and target ports from the cluster, and
+// without --hubble-server reaches Hubble Relay through a port-forward.
+// Flags given on the command line win over what is read.
 func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("lrpdns verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := verify.DefaultConfig()
-	server := fs.String("hubble-server", "", "Hubble Relay (or agent) `ADDR`, e.g. localhost:4245 or unix:///var/run/cilium/hubble.sock")
-	file := fs.String("flows", "", "`FILE` of `hubble observe -o jsonpb` lines; - for stdin")
-	since := fs.Duration("since", 5*time.Minute, "window: flows from the last DURATION (with --flows: before the newest flow; 0 keeps all)")
-	output := fs.String("o", "text", "output: text or json")
-	namespace := fs.String("namespace", "", "namespace of the cache and CoreDNS pods (sets both --cache-namespace and --kube-dns-namespace)")
+	f := verifyFlags{names: verify.DefaultNames()}
+	fs.StringVar(&f.server, "hubble-server", "", "Hubble Relay (or agent) `ADDR`, e.g. localhost:4245 or unix:///var/run/cilium/hubble.sock; default: a port-forward to Hubble Relay")
+	fs.StringVar(&f.file, "flows", "", "`FILE` of `hubble observe -o jsonpb` lines; - for stdin")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig `FILE` to read the policy, the cache and kube-dns from; default: $KUBECONFIG or in-cluster (not with --flows)")
+	fs.DurationVar(&f.since, "since", 5*time.Minute, "window: flows from the last DURATION (with --flows: before the newest flow; 0 keeps all)")
+	fs.StringVar(&f.output, "o", "text", "output: text or json")
+	fs.StringVar(&f.names.Namespace, "policy-namespace", f.names.Namespace, "namespace of the CiliumLocalRedirectPolicy, the cache DaemonSet and kube-dns")
+	fs.StringVar(&f.names.Policy, "policy-name", f.names.Policy, "the CiliumLocalRedirectPolicy")
+	fs.StringVar(&f.names.DaemonSet, "daemonset", f.names.DaemonSet, "the cache DaemonSet, read when there is no policy")
+	fs.StringVar(&f.names.KubeDNSService, "kube-dns-service", f.names.KubeDNSService, "the cluster DNS Service, read when there is no policy")
+	fs.StringVar(&f.relayNamespace, "hubble-relay-namespace", "kube-system", "namespace of the hubble-relay Service")
+	fs.StringVar(&f.relayService, "hubble-relay-service", "hubble-relay", "the Hubble Relay Service to port-forward to")
+	fs.StringVar(&f.namespace, "namespace", "", "namespace of the cache and CoreDNS pods (sets both --cache-namespace and --kube-dns-namespace)")
 	fs.StringVar(&c.CacheNamespace, "cache-namespace", c.CacheNamespace, "namespace of the cache pods")
 	fs.StringVar(&c.KubeDNSNamespace, "kube-dns-namespace", c.KubeDNSNamespace, "namespace of the CoreDNS pods")
 	fs.StringVar(&c.CacheSelector, "cache-selector", c.CacheSelector, "Hubble label selector of the cache pods")
 	fs.StringVar(&c.KubeDNSSelector, "kube-dns-selector", c.KubeDNSSelector, "Hubble label selector of the CoreDNS pods")
 	fs.IntVar(&c.CachePort, "cache-port", c.CachePort, "the cache pods' DNS port")
-	coreDNSPorts := fs.String("kube-dns-ports", "53", "the CoreDNS pods' DNS `PORT[,PORT]` (kube-dns's target ports)")
+	fs.StringVar(&f.coreDNSPorts, "kube-dns-ports", "53", "the CoreDNS pods' DNS `PORT[,PORT]` (kube-dns's target ports)")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "the cluster's DNS domain")
-	resolvers := fs.String("node-resolvers", "", "the node's resolvers `IP[,IP]`; default: any destination that is not a pod")
+	fs.StringVar(&f.resolvers, "node-resolvers", "", "the node's resolvers `IP[,IP]`; default: any destination that is not a pod")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *namespace != "" {
-		c.CacheNamespace, c.KubeDNSNamespace = *namespace, *namespace
+	if fs.NArg() > 0 {
+		return fmt.Errorf("verify: unexpected argument %q", fs.Arg(0))
 	}
-	c.KubeDNSPorts = nil
-	for _, s := range strings.Split(*coreDNSPorts, ",") {
-		p, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || p < 1 || p > 65535 {
-			return fmt.Errorf("verify: invalid --kube-dns-ports entry %q: want ports from 1 to 65535 separated by commas", s)
+	if f.server != "" && f.file != "" {
+		return errors.New("verify: give at most one of --hubble-server and --flows")
+	}
+	if f.output != "text" && f.output != "json" {
+		return fmt.Errorf("verify: invalid -o %q: want text or json", f.output)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+
+	var cfg *rest.Config
+	if f.file == "" || f.kubeconfig != "" {
+		var err error
+		if cfg, err = restConfig(f.kubeconfig); err != nil {
+			if f.server == "" && f.file == "" {
+				return fmt.Errorf("verify: give --flows or --hubble-server, or a cluster to read them from: %w", err)
+			}
+			cfg = nil // no cluster: flags and defaults only
 		}
-		c.KubeDNSPorts = append(c.KubeDNSPorts, p)
 	}
-	if (*server == "") == (*file == "") {
-		return errors.New("verify: give exactly one of --hubble-server and --flows")
-	}
-	if *output != "text" && *output != "json" {
-		return fmt.Errorf("verify: invalid -o %q: want text or json", *output)
-	}
-	for _, s := range strings.Split(*resolvers, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		a, err := netip.ParseAddr(s)
+	if cfg != nil {
+		discovered, err := discover(ctx, cfg, f.names)
 		if err != nil {
-			return fmt.Errorf("verify: invalid --node-resolvers entry %q: want IP addresses separated by commas", s)
+			return err
 		}
-		c.NodeResolvers = append(c.NodeResolvers, a)
+		// Flags on the command line win over what the cluster says.
+		fs.Visit(func(fl *flag.Flag) { _ = discovered.setFrom(fl.Name, &c) })
+		c = discovered.Config
+		if discovered.note != "" {
+			fmt.Fprintln(stderr, "verify:", discovered.note)
+		}
+	}
+	if err := f.apply(&c, set); err != nil {
+		return err
 	}
 
 	var flows []*observerpb.GetFlowsResponse
 	var err error
-	if *server != "" {
-		flows, err = verify.FromServer(ctx, *server, *since, c)
-	} else {
+	switch {
+	case f.file != "":
 		r := stdin
-		if *file != "-" {
-			f, ferr := os.Open(*file)
+		if f.file != "-" {
+			file, ferr := os.Open(f.file)
 			if ferr != nil {
 				return fmt.Errorf("verify: %w", ferr)
 			}
-			defer f.Close()
-			r = f
+			defer file.Close()
+			r = file
 		}
 		flows, err = verify.ReadFlows(r)
-		flows = verify.Window(flows, *since)
+		flows = verify.Window(flows, f.since)
+	case f.server != "":
+		flows, err = verify.FromServer(ctx, f.server, f.since, c)
+	default:
+		addr, stop, ferr := forwardToService(ctx, cfg, f.relayNamespace, f.relayService, stderr)
+		if ferr != nil {
+			return fmt.Errorf("verify: failed to reach Hubble Relay (give --hubble-server to skip the port-forward): %w", ferr)
+		}
+		defer stop()
+		flows, err = verify.FromServer(ctx, addr, f.since, c)
 	}
 	if err != nil {
 		return err
@@ -92,7 +135,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if f.output == "json" {
 		err = verify.WriteJSON(stdout, rep)
 	} else {
 		err = verify.WriteText(stdout, rep)
@@ -104,4 +147,80 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return ErrVerifyFailed
 	}
 	return nil
+}
+
+// apply sets what needs parsing: --namespace, --kube-dns-ports and
+// --node-resolvers.
+func (f *verifyFlags) apply(c *verify.Config, set map[string]bool) error {
+	if f.namespace != "" {
+		c.CacheNamespace, c.KubeDNSNamespace = f.namespace, f.namespace
+	}
+	if set["kube-dns-ports"] {
+		c.KubeDNSPorts = nil
+		for _, s := range strings.Split(f.coreDNSPorts, ",") {
+			p, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || p < 1 || p > 65535 {
+				return fmt.Errorf("verify: invalid --kube-dns-ports entry %q: want ports from 1 to 65535 separated by commas", s)
+			}
+			c.KubeDNSPorts = append(c.KubeDNSPorts, p)
+		}
+	}
+	for _, s := range strings.Split(f.resolvers, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("verify: invalid --node-resolvers entry %q: want IP addresses separated by commas", s)
+		}
+		c.NodeResolvers = append(c.NodeResolvers, a)
+	}
+	return nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return ctrl.GetConfig()
+}
+
+type discovered struct {
+	verify.Config
+	note string
+}
+
+// setFrom copies the flag's field from c, so that a flag given wins.
+func (d *discovered) setFrom(flagName string, c *verify.Config) error {
+	switch flagName {
+	case "cache-namespace":
+		d.CacheNamespace = c.CacheNamespace
+	case "kube-dns-namespace":
+		d.KubeDNSNamespace = c.KubeDNSNamespace
+	case "cache-selector":
+		d.CacheSelector = c.CacheSelector
+	case "kube-dns-selector":
+		d.KubeDNSSelector = c.KubeDNSSelector
+	case "cache-port":
+		d.CachePort = c.CachePort
+	case "cluster-domain":
+		d.ClusterDomain = c.ClusterDomain
+	}
+	return nil
+}
+
+func discover(ctx context.Context, cfg *rest.Config, n verify.Names) (discovered, error) {
+	scheme, err := lrp.Scheme()
+	if err != nil {
+		return discovered{}, err
+	}
+	cl, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return discovered{}, fmt.Errorf("verify: failed to create a client: %w", err)
+	}
+	c, note, err := verify.Discover(ctx, cl, n)
+	if err != nil {
+		return discovered{}, fmt.Errorf("verify: %w", err)
+	}
+	return discovered{c, note}, nil
 }

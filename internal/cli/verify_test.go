@@ -6,8 +6,20 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	slimv1 "github.com/cilium/cilium/pkg/k8s/slim/k8s/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/lrpdns/lrpdns/internal/testenv"
+	"github.com/lrpdns/lrpdns/pkg/lrp"
 )
 
 const fixtures = "../../pkg/verify/testdata/"
@@ -39,10 +51,12 @@ func TestVerifyStdin(t *testing.T) {
 }
 
 func TestVerifyFlagErrors(t *testing.T) {
-	t.Parallel()
+	t.Setenv("KUBECONFIG", "/nonexistent") // no cluster to read from
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
 	for _, args := range [][]string{
 		{"verify"},
 		{"verify", "--flows", "x", "--hubble-server", "y"},
+		{"verify", "--flows", fixtures + "healthy.jsonpb", "--kube-dns-ports", "0"},
 		{"verify", "--flows", fixtures + "healthy.jsonpb", "-o", "yaml"},
 		{"verify", "--flows", fixtures + "healthy.jsonpb", "--node-resolvers", "not-an-ip"},
 	} {
@@ -50,5 +64,84 @@ func TestVerifyFlagErrors(t *testing.T) {
 		if err == nil || errors.Is(err, ErrVerifyFailed) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestVerifyReadsTheCluster: with --kubeconfig, verify reads the cache's
+// selector and port from the policy and CoreDNS's target ports from the
+// Service it redirects, on a real kube-apiserver; flags still win.
+func TestVerifyReadsTheCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs kube-apiserver + etcd")
+	}
+	env, cfg, err := testenv.Start(true)
+	if errors.Is(err, testenv.ErrNoAssets) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	user, err := env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	scheme, _ := lrp.Scheme()
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the recording's cluster had (pkg/verify/testdata/README.md).
+	kubeDNS := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: "kube-system"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"k8s-app": "kube-dns"}, Ports: []corev1.ServicePort{
+			{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: intstr.FromInt32(53)},
+			{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53, TargetPort: intstr.FromInt32(53)},
+		}},
+	}
+	policy := &ciliumv2.CiliumLocalRedirectPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-local-dns", Namespace: "kube-system"},
+		Spec: ciliumv2.CiliumLocalRedirectPolicySpec{
+			RedirectFrontend: ciliumv2.RedirectFrontend{ServiceMatcher: &ciliumv2.ServiceInfo{Name: "kube-dns", Namespace: "kube-system",
+				ToPorts: []ciliumv2.PortInfo{{Port: "53", Protocol: "UDP", Name: "dns"}, {Port: "53", Protocol: "TCP", Name: "dns-tcp"}}}},
+			RedirectBackend: ciliumv2.RedirectBackend{
+				LocalEndpointSelector: slimv1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "node-local-dns"}},
+				ToPorts:               []ciliumv2.PortInfo{{Port: "5353", Protocol: "UDP", Name: "dns"}, {Port: "5353", Protocol: "TCP", Name: "dns-tcp"}},
+			},
+		},
+	}
+	for _, o := range []client.Object{kubeDNS, policy} {
+		if err := c.Create(t.Context(), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(extra ...string) (string, error) {
+		var out bytes.Buffer
+		args := append([]string{"verify", "--kubeconfig", kubeconfig, "--flows", fixtures + "healthy.jsonpb", "--since", "0", "--node-resolvers", "10.99.0.1"}, extra...)
+		err := Run(t.Context(), args, &out, io.Discard)
+		return out.String(), err
+	}
+	if out, err := run(); err != nil {
+		t.Fatalf("as recorded: %v\n%s", err, out)
+	}
+	// CoreDNS moves to 1053: the recording no longer shows the path.
+	kubeDNS.Spec.Ports[0].TargetPort, kubeDNS.Spec.Ports[1].TargetPort = intstr.FromInt32(1053), intstr.FromInt32(1053)
+	if err := c.Update(t.Context(), kubeDNS); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run()
+	if !errors.Is(err, ErrVerifyFailed) || !strings.Contains(out, "cache pods reach CoreDNS pods over TCP port 1053") {
+		t.Errorf("target port 1053: %v, want a FAIL that checks port 1053\n%s", err, out)
+	}
+	if out, err := run("--kube-dns-ports", "53"); err != nil {
+		t.Errorf("--kube-dns-ports 53 over the cluster's 1053: %v, want the flag to win\n%s", err, out)
 	}
 }
