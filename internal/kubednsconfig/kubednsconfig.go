@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -22,6 +23,16 @@ const (
 
 // maxServers bounds a server list, as kube-dns does for upstreamNameservers.
 const maxServers = 3
+
+// Bounds on what a ConfigMap may ask for: each stub domain is a server block
+// with its own cache, and the ConfigMap is the cluster's, read by every
+// cache at once.
+const (
+	// MaxValueBytes bounds one key's value.
+	MaxValueBytes = 64 << 10
+	// MaxStubDomains bounds stubDomains.
+	MaxStubDomains = 32
+)
 
 // Config is what the kube-dns ConfigMap says.
 type Config struct {
@@ -45,12 +56,24 @@ func (e *Error) Error() string {
 // directory or key is an empty configuration, not an error.
 func ReadDir(dir string) (Config, error) {
 	read := func(key string) ([]byte, error) {
-		b, err := os.ReadFile(filepath.Join(dir, key)) //nolint:gosec // dir is the operator's --kube-dns-config-dir
+		f, err := os.Open(filepath.Join(dir, key)) //nolint:gosec // dir is the operator's --kube-dns-config-dir
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("failed to read kube-dns ConfigMap key %s: %w", key, err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, MaxValueBytes+1))
+		if err != nil {
+			return nil, fmt.Errorf("failed to read kube-dns ConfigMap key %s: %w", key, err)
+		}
+		if len(b) > MaxValueBytes {
+			size := "more"
+			if st, err := f.Stat(); err == nil {
+				size = fmt.Sprint(st.Size())
+			}
+			return nil, &Error{key, clip(string(b)), fmt.Sprintf("at most %d bytes (it has %s)", MaxValueBytes, size)}
 		}
 		return b, nil
 	}
@@ -73,9 +96,12 @@ func Parse(stubDomains, upstreamNameservers []byte) (Config, error) {
 		if err := json.Unmarshal([]byte(s), &raw); err != nil {
 			return Config{}, &Error{KeyStubDomains, clip(s), `a JSON object of domain to server list, e.g. {"acme.local": ["10.0.0.10"]}`}
 		}
+		if len(raw) > MaxStubDomains {
+			return Config{}, &Error{KeyStubDomains, clip(s), fmt.Sprintf("at most %d stub domains (it has %d)", MaxStubDomains, len(raw))}
+		}
 		for domain, list := range raw {
 			if !corefile.ValidDomain(domain) {
-				return Config{}, &Error{KeyStubDomains, domain, "a DNS domain such as acme.local"}
+				return Config{}, &Error{KeyStubDomains, clip(domain), "a DNS domain such as acme.local"}
 			}
 			servers, err := parseServers(fmt.Sprintf("%s[%q]", KeyStubDomains, domain), list)
 			if err != nil {
@@ -101,23 +127,25 @@ func Parse(stubDomains, upstreamNameservers []byte) (Config, error) {
 
 func parseServers(key string, list []string) ([]netip.AddrPort, error) {
 	if len(list) == 0 || len(list) > maxServers {
-		return nil, &Error{key, fmt.Sprint(list), fmt.Sprintf("1 to %d servers", maxServers)}
+		return nil, &Error{clip(key), clip(fmt.Sprint(list)), fmt.Sprintf("1 to %d servers", maxServers)}
 	}
 	out := make([]netip.AddrPort, 0, len(list))
 	for _, s := range list {
 		ap, err := corefile.ParseServer(s)
 		if err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() || ap.Addr().Zone() != "" {
-			return nil, &Error{key, s, "an IP address, IP:PORT or [IPv6]:PORT (hostnames are not resolved)"}
+			return nil, &Error{clip(key), clip(s), "an IP address, IP:PORT or [IPv6]:PORT (hostnames are not resolved)"}
 		}
 		out = append(out, ap)
 	}
 	return out, nil
 }
 
+// clip keeps what users send short enough to log: a value the size of a
+// ConfigMap would otherwise be one log line of that size.
 func clip(s string) string {
 	const max = 120
 	if len(s) > max {
-		return s[:max] + "..."
+		return fmt.Sprintf("%s... (%d bytes)", strings.ToValidUTF8(s[:max], ""), len(s))
 	}
 	return s
 }

@@ -272,3 +272,38 @@ func TestNoUpstreamAndNoClusterDNSSaysWhatIsMissing(t *testing.T) {
 		t.Errorf("error = %v, want it to name KUBE_DNS_UPSTREAM_SERVICE_HOST", err)
 	}
 }
+
+// TestOversizedConfigMapIsRefusedAndClipped: 1,000 stub domains and a 10 MB
+// value are refused while the cache keeps serving; the log names the limit
+// and stays short (the value is clipped, not logged whole).
+func TestOversizedConfigMapIsRefusedAndClipped(t *testing.T) {
+	h := newHarness(t, func(h *harness) { h.opts.CheckInterval = 100 * time.Millisecond })
+	var stubs []string
+	for i := range 1000 {
+		stubs = append(stubs, fmt.Sprintf(`"s%d.example": ["10.0.0.1"]`, i))
+	}
+	huge := `{"` + strings.Repeat("a", 10<<20) + `": ["10.0.0.1"]}`
+	for i, c := range []struct{ value, want string }{
+		{"{" + strings.Join(stubs, ",") + "}", "at most 32 stub domains (it has 1000)"},
+		{huge, fmt.Sprintf("at most 65536 bytes (it has %d)", len(huge))},
+	} {
+		_, errs0 := h.metric("lrpdns_node_cache_config_errors_total")
+		writeConfigMap(t, h.opts.KubeDNSConfigDir, map[string]string{"stubDomains": c.value})
+		if !eventually(5*time.Second, func() bool {
+			_, errs := h.metric("lrpdns_node_cache_config_errors_total")
+			return errs == errs0+1
+		}) {
+			t.Fatalf("case %d: not refused within 5s", i)
+		}
+		logs := h.logs.String()
+		if !strings.Contains(logs, c.want) {
+			t.Errorf("case %d: log does not say %q", i, c.want)
+		}
+		for _, line := range strings.Split(logs, "\n") {
+			if len(line) > 2048 {
+				t.Errorf("case %d: a log line of %d bytes, want user input clipped", i, len(line))
+			}
+		}
+		h.mustAnswer(fmt.Sprintf("still-%d.example.com", i), "192.0.2.1")
+	}
+}

@@ -6,6 +6,9 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 )
 
 // Run is the node-cache command: `node-cache [flags]` serves until ctx ends;
@@ -39,5 +42,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP re-reads the inputs, as operators expect of a daemon; its
+	// default action would end the process without a lameduck.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	s.ReloadOn(hup)
 	return s.Serve(ctx)
 }

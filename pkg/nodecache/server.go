@@ -27,6 +27,7 @@ type Server struct {
 	active  string // hash of the Corefile being served
 	gen     int
 	lastErr string // the refused input last logged, so it is logged once
+	hup     <-chan os.Signal
 }
 
 // Start reads the inputs and starts serving them. Unlike a reload, invalid
@@ -53,6 +54,9 @@ func (s *Server) Addrs() []net.Addr { return s.inst.Addrs() }
 // ActiveHash is the hash of the Corefile being served.
 func (s *Server) ActiveHash() string { return s.active }
 
+// ReloadOn makes Serve re-read its inputs whenever c delivers (SIGHUP).
+func (s *Server) ReloadOn(c <-chan os.Signal) { s.hup = c }
+
 // Serve reloads on input changes until ctx ends, then drains and stops.
 func (s *Server) Serve(ctx context.Context) error {
 	events, closeWatch := s.watch()
@@ -71,6 +75,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			pending = nil
 			s.reload()
 		case <-tick.C:
+			s.reload()
+		case sig := <-s.hup:
+			s.log.Info("reloading on signal", "signal", sig.String())
 			s.reload()
 		}
 	}

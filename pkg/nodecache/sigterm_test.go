@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -116,5 +117,55 @@ func TestSIGTERMDropsReadinessBeforeClosingThePort(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("node-cache did not exit; logs:\n%s", logs)
+	}
+}
+
+// TestSIGHUPReloads: SIGHUP re-reads the inputs and never ends the process
+// (its default action would, at once, without a lameduck).
+func TestSIGHUPReloads(t *testing.T) {
+	bin := buildNodeCache(t)
+	cluster := startDNS(t, "10.96.0.99", 30)
+	node := startDNS(t, "192.0.2.1", 30)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "resolv.conf"), "nameserver 127.0.0.1\n")
+	cm := filepath.Join(dir, "kube-dns")
+	writeConfigMap(t, cm, map[string]string{"upstreamNameservers": fmt.Sprintf("[%q]", node.Addr)})
+	dnsAddr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(dnsAddr)
+	cmd := exec.Command(bin,
+		"--cluster-dns", cluster.Addr.String(), "--resolv-conf", filepath.Join(dir, "resolv.conf"),
+		"--kube-dns-config-dir", cm, "--bind", "127.0.0.1", "--port", port, "--config-check-interval", "1h",
+		"--ready-addr", freeAddr(t), "--health-addr", freeAddr(t), "--metrics-addr", freeAddr(t), "--allow-loopback-resolvers")
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	answers := func(name string) bool {
+		r, err := exchange("udp", dnsAddr, name)
+		return err == nil && len(r.Answer) == 1
+	}
+	if !eventually(10*time.Second, func() bool { return answers("first.example.com") }) {
+		t.Fatalf("never answered; logs:\n%s", logs)
+	}
+	for i := range 3 {
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		select {
+		case err := <-exited:
+			t.Fatalf("SIGHUP %d ended the process: %v; logs:\n%s", i+1, err, logs)
+		default:
+		}
+		if !answers(fmt.Sprintf("after-hup-%d.example.com", i)) {
+			t.Fatalf("not answering after SIGHUP %d; logs:\n%s", i+1, logs)
+		}
+	}
+	if n := strings.Count(logs.String(), "reloading on signal"); n != 3 {
+		t.Errorf("logged %d reloads for 3 SIGHUPs; logs:\n%s", n, logs)
 	}
 }
