@@ -13,6 +13,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	monitorAPI "github.com/cilium/cilium/pkg/monitor/api"
 	v1 "github.com/cilium/cilium/pkg/hubble/api/v1"
 	"github.com/cilium/cilium/pkg/hubble/filters"
 )
@@ -131,6 +132,11 @@ func appendOnce(s []string, v string) []string {
 // evidence of a path; a DROPPED flow is not a delivered query.
 var delivered = []flowpb.Verdict{flowpb.Verdict_FORWARDED, flowpb.Verdict_REDIRECTED}
 
+// policyVerdicts are policy-verdict events ("EGRESS ALLOWED"): the policy
+// allowed a packet, which says nothing of where it went. They are not
+// evidence of delivery; trace and L7 events are.
+var policyVerdicts = &flowpb.FlowFilter{EventType: []*flowpb.EventTypeFilter{{Type: monitorAPI.MessageTypePolicyVerdict}}}
+
 func (c Config) checks() []check {
 	cache, kubeDNS := selector(c.CacheSelector, c.CacheNamespace), selector(c.KubeDNSSelector, c.KubeDNSNamespace)
 	dnsPorts, kubeDNSPorts := c.dnsPorts(), c.kubeDNSPorts()
@@ -158,7 +164,7 @@ func (c Config) checks() []check {
 			scope: filterSet{white: []*flowpb.FlowFilter{requests}, black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}}},
 			match: filterSet{
 				white: []*flowpb.FlowFilter{{DestinationLabel: []string{cache}, DestinationPort: dnsPorts, Reply: []bool{false}, Verdict: delivered}},
-				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}},
+				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}, policyVerdicts},
 			},
 			whenOK:  "a client's query arrived at a cache pod",
 			whenBad: "DNS queries flow, but none is delivered to a cache pod: the redirect is not in effect, or the queries are dropped (this flow is one of them)",
@@ -167,7 +173,7 @@ func (c Config) checks() []check {
 			name: "cache-to-coredns-tcp", want: true,
 			desc:    fmt.Sprintf("cache pods reach CoreDNS pods over TCP port %s", strings.Join(kubeDNSPorts, "/")),
 			scope:   filterSet{white: []*flowpb.FlowFilter{fromCache}},
-			match:   filterSet{white: []*flowpb.FlowFilter{{SourceLabel: []string{cache}, DestinationLabel: []string{kubeDNS}, DestinationPort: kubeDNSPorts, Protocol: []string{"tcp"}, Reply: []bool{false}, Verdict: delivered}}},
+			match:   filterSet{white: []*flowpb.FlowFilter{{SourceLabel: []string{cache}, DestinationLabel: []string{kubeDNS}, DestinationPort: kubeDNSPorts, Protocol: []string{"tcp"}, Reply: []bool{false}, Verdict: delivered}}, black: []*flowpb.FlowFilter{policyVerdicts}},
 			whenOK:  "a cluster-domain miss went to CoreDNS over TCP",
 			whenBad: "the cache sent traffic, but none was delivered to CoreDNS over TCP (this flow is what it sent)",
 		},
@@ -175,7 +181,7 @@ func (c Config) checks() []check {
 			name: "cache-to-node-resolvers", want: true,
 			desc:    "cache pods reach the node's resolvers on port 53",
 			scope:   filterSet{white: []*flowpb.FlowFilter{fromCache}},
-			match:   filterSet{white: []*flowpb.FlowFilter{toResolvers}, black: notResolvers},
+			match:   filterSet{white: []*flowpb.FlowFilter{toResolvers}, black: append([]*flowpb.FlowFilter{policyVerdicts}, notResolvers...)},
 			whenOK:  "an external name went to a node resolver",
 			whenBad: "the cache sent traffic, but none was delivered to a node resolver (this flow is what it sent)",
 		},

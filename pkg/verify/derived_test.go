@@ -248,3 +248,27 @@ func TestDroppedAnswers(t *testing.T) {
 		t.Errorf("statuses %v, want clients-to-cache PASS and no-drops FAIL", got)
 	}
 }
+
+// TestPolicyVerdictIsNotDelivery: a policy-verdict event says the policy let
+// a packet through, not that it arrived. With only those left for the
+// cache's TCP to CoreDNS, that check fails.
+func TestPolicyVerdictIsNotDelivery(t *testing.T) {
+	t.Parallel()
+	kept := 0
+	flows := derive(load(t, "healthy.jsonpb"), func(f *flowpb.Flow) bool {
+		if hasLabel(f.GetSource(), cacheLabel) && hasLabel(f.GetDestination(), "k8s:k8s-app=kube-dns") && f.GetL4().GetTCP() != nil {
+			if f.GetEventType().GetType() == 5 {
+				kept++
+				return true
+			}
+			return false
+		}
+		return true
+	})
+	if kept == 0 {
+		t.Fatal("no policy-verdict event for the cache's TCP to CoreDNS in the recording")
+	}
+	if got := statuses(t, labConfig(), flows)["cache-to-coredns-tcp"]; got != Fail {
+		t.Errorf("cache-to-coredns-tcp = %s on policy verdicts alone, want FAIL", got)
+	}
+}
