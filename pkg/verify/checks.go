@@ -394,7 +394,7 @@ func evaluate(checks []compiledCheck, flows []*observerpb.GetFlowsResponse) []Re
 }
 
 // PolicyDocs is where the README says which policies the redirect needs.
-const PolicyDocs = "https://github.com/lrpdns/lrpdns#network-policies"
+const PolicyDocs = "https://github.com/lrpdns/lrpdns/blob/main/docs/install.md#network-policies"
 
 // explain adds the drop reason to a failed no-drops check and, for a policy
 // drop of a query to a cache pod, the fix.

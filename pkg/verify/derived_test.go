@@ -67,10 +67,20 @@ func evaluateText(t *testing.T, c Config, flows []*observerpb.GetFlowsResponse) 
 // this must fail, with the drop as evidence and the fix.
 func TestClientToCacheDroppedByPolicy(t *testing.T) {
 	t.Parallel()
+	t.Run("drop events", func(t *testing.T) { t.Parallel(); clientToCacheDenied(t, 1, "Policy denied DROPPED") })
+	// What the lab's agent records: a policy verdict with verdict DROPPED.
+	t.Run("policy verdicts", func(t *testing.T) { t.Parallel(); clientToCacheDenied(t, 5, "EGRESS DENIED") })
+}
+
+func clientToCacheDenied(t *testing.T, eventType int32, printed string) {
 	var dropped int
 	flows := derive(load(t, "healthy.jsonpb"), func(f *flowpb.Flow) bool {
 		if hasLabel(f.GetDestination(), cacheLabel) && !hasLabel(f.GetSource(), cacheLabel) && isRequest(f) {
 			drop(f, flowpb.DropReason_POLICY_DENIED)
+			f.EventType.Type = eventType
+			if eventType == 5 {
+				f.TrafficDirection = flowpb.TrafficDirection_EGRESS
+			}
 			dropped++
 		}
 		return true
@@ -88,7 +98,7 @@ func TestClientToCacheDroppedByPolicy(t *testing.T) {
 	if rep.Passed() {
 		t.Error("passed with every client query dropped")
 	}
-	for _, want := range []string{"Policy denied DROPPED", "(POLICY_DENIED)", "egress policy allows kube-dns but not the cache pods", "port 5353", PolicyDocs} {
+	for _, want := range []string{printed, "(POLICY_DENIED)", "egress policy allows kube-dns but not the cache pods", "port 5353", PolicyDocs} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report lacks %q:\n%s", want, text)
 		}
