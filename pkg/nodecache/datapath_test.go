@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -306,4 +308,32 @@ func TestOversizedConfigMapIsRefusedAndClipped(t *testing.T) {
 		}
 		h.mustAnswer(fmt.Sprintf("still-%d.example.com", i), "192.0.2.1")
 	}
+}
+
+// TestReplacedConfigMapDirectoryIsLive: the ConfigMap directory deleted and
+// created again (a volume replaced) is still watched: the new content is
+// served within a second, with the periodic check off.
+func TestReplacedConfigMapDirectoryIsLive(t *testing.T) {
+	var stub *dnstest.Server
+	h := newHarness(t, func(h *harness) {
+		stub = startDNS(t, "10.10.0.9", 30)
+		// Not beside resolv.conf, whose directory is watched anyway.
+		h.opts.KubeDNSConfigDir = filepath.Join(t.TempDir(), "volumes", "kube-dns")
+		writeConfigMap(t, h.opts.KubeDNSConfigDir, map[string]string{"stubDomains": `{}`})
+	})
+	_, gen0 := h.metric("lrpdns_node_cache_config_generation")
+	if err := os.RemoveAll(h.opts.KubeDNSConfigDir); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	writeConfigMap(t, h.opts.KubeDNSConfigDir, map[string]string{"stubDomains": fmt.Sprintf(`{"acme.local": [%q]}`, stub.Addr)})
+	if !eventually(time.Second, func() bool {
+		_, gen := h.metric("lrpdns_node_cache_config_generation")
+		return gen > gen0
+	}) {
+		t.Fatalf("the re-created directory's content was not applied within 1s; logs:\n%s", h.logs)
+	}
+	t.Logf("applied %v after the directory was created again", time.Since(start).Round(time.Millisecond))
+	h.mustAnswer("db.acme.local", "10.10.0.9")
 }

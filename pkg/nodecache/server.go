@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -59,8 +60,8 @@ func (s *Server) ReloadOn(c <-chan os.Signal) { s.hup = c }
 
 // Serve reloads on input changes until ctx ends, then drains and stops.
 func (s *Server) Serve(ctx context.Context) error {
-	events, closeWatch := s.watch()
-	defer closeWatch()
+	w := s.watch()
+	defer w.close()
 	tick := time.NewTicker(s.opts.CheckInterval)
 	defer tick.Stop()
 	var pending <-chan time.Time
@@ -69,7 +70,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		case <-ctx.Done():
 			s.log.Info("shutting down: readiness off, then lameduck, then stop", "lameduck", s.opts.Lameduck)
 			return s.inst.Shutdown()
-		case <-events:
+		case ev := <-w.events():
+			w.readd(ev)
 			pending = time.After(debounce)
 		case <-pending:
 			pending = nil
@@ -119,24 +121,55 @@ func (s *Server) applied(text []byte) {
 	configLastReloadOK.Set(1)
 }
 
-// watch reports file events in the ConfigMap directory and resolv.conf's
-// directory. Watching directories catches the ConfigMap volume's symlink
-// swap; the periodic check covers what sends no events.
-func (s *Server) watch() (<-chan fsnotify.Event, func()) {
-	w, err := fsnotify.NewWatcher()
+// watcher reports file events in the ConfigMap directory and resolv.conf's
+// directory, and in their parents, so that a directory deleted and created
+// again (a volume replaced) is watched again at once. Watching directories
+// catches the ConfigMap volume's symlink swap; the periodic check covers
+// what sends no events.
+type watcher struct {
+	w    *fsnotify.Watcher
+	dirs []string
+}
+
+func (s *Server) watch() *watcher {
+	fw, err := fsnotify.NewWatcher()
 	if err != nil {
 		s.log.Error("file events unavailable; relying on the periodic check", "err", err, "interval", s.opts.CheckInterval)
-		return nil, func() {}
+		return &watcher{}
 	}
-	for _, dir := range []string{s.opts.KubeDNSConfigDir, filepath.Dir(s.opts.ResolvConf)} {
-		if err := w.Add(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-			s.log.Info("not watching directory; relying on the periodic check", "dir", dir, "err", err)
+	w := &watcher{w: fw, dirs: []string{filepath.Clean(s.opts.KubeDNSConfigDir), filepath.Dir(s.opts.ResolvConf)}}
+	for _, dir := range w.dirs {
+		for _, d := range []string{dir, filepath.Dir(dir)} {
+			if err := fw.Add(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+				s.log.Info("not watching directory; relying on the periodic check", "dir", d, "err", err)
+			}
 		}
 	}
 	go func() {
-		for err := range w.Errors {
+		for err := range fw.Errors {
 			s.log.Info("file watch error", "err", err)
 		}
 	}()
-	return w.Events, func() { _ = w.Close() }
+	return w
+}
+
+// events is nil (never ready) without a watcher.
+func (w *watcher) events() <-chan fsnotify.Event {
+	if w.w == nil {
+		return nil
+	}
+	return w.w.Events
+}
+
+// readd watches a watched directory again when it is created anew.
+func (w *watcher) readd(ev fsnotify.Event) {
+	if w.w != nil && ev.Has(fsnotify.Create) && slices.Contains(w.dirs, filepath.Clean(ev.Name)) {
+		_ = w.w.Add(ev.Name)
+	}
+}
+
+func (w *watcher) close() {
+	if w.w != nil {
+		_ = w.w.Close()
+	}
 }
