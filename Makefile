@@ -24,7 +24,7 @@ test-short: ## Unit tests only.
 
 .PHONY: fuzz
 fuzz: ## Fuzz the kube-dns ConfigMap parser for FUZZTIME (default 30s).
-	go test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./internal/kubednsconfig/
+	go test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./pkg/nodecache/internal/kubednsconfig/
 
 .PHONY: lint
 lint: ## golangci-lint v2 (installed into bin/).

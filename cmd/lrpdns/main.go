@@ -9,12 +9,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/lrpdns/lrpdns/internal/cli"
+	"github.com/lrpdns/lrpdns/cmd/lrpdns/app"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := app.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lrpdns:", err)

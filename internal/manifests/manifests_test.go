@@ -21,7 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/lrpdns/lrpdns/internal/cli"
+	"github.com/lrpdns/lrpdns/cmd/lrpdns/app"
 	"github.com/lrpdns/lrpdns/internal/testenv"
 	"github.com/lrpdns/lrpdns/pkg/lrp"
 	"github.com/lrpdns/lrpdns/pkg/nodecache"
@@ -284,7 +284,7 @@ func TestContainerArgsParse(t *testing.T) {
 
 	d := typed[appsv1.Deployment](t, objs, "Deployment", "lrpdns-controller")
 	cargs := append(slices.Clone(d.Spec.Template.Spec.Containers[0].Args), "-h") // parse every flag, then stop
-	if err := cli.Run(context.Background(), cargs, io.Discard, io.Discard); err != nil {
+	if err := app.Run(context.Background(), cargs, io.Discard, io.Discard); err != nil {
 		t.Errorf("lrpdns %v: %v", cargs, err)
 	}
 }

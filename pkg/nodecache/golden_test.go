@@ -15,8 +15,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/lrpdns/lrpdns/internal/coredns"
 	"github.com/lrpdns/lrpdns/pkg/corefile"
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/coredns"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden Corefiles under testdata/render")

@@ -9,8 +9,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/lrpdns/lrpdns/internal/kubednsconfig"
 	"github.com/lrpdns/lrpdns/pkg/corefile"
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/kubednsconfig"
 )
 
 // Config reads every input and returns the validated configuration.

@@ -12,8 +12,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
-	"github.com/lrpdns/lrpdns/internal/coredns"
 	"github.com/lrpdns/lrpdns/pkg/corefile"
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/coredns"
 )
 
 // debounce collects the burst of events a ConfigMap update makes (new data

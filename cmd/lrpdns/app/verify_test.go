@@ -1,4 +1,4 @@
-package cli
+package app
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ import (
 	"github.com/lrpdns/lrpdns/pkg/lrp"
 )
 
-const fixtures = "../../pkg/verify/testdata/"
+const fixtures = "../../../pkg/verify/testdata/"
 
 func TestVerifyExitStatus(t *testing.T) {
 	t.Parallel()
