@@ -398,7 +398,7 @@ func TestRestartMakesNoWrites(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond) // let the first controller settle
 	s.stopController()
-	events := len(s.events(ReasonCreated)) + len(s.events(ReasonRepaired)) + len(s.events(ReasonRecreated))
+	events := len(s.events(ReasonCreated)) + len(s.events(ReasonRepaired)) + len(s.events(ReasonWithdrawn))
 
 	s.writes.Store(0)
 	s.reads.Store(0)
@@ -417,7 +417,7 @@ func TestRestartMakesNoWrites(t *testing.T) {
 	if err != nil || up2.ResourceVersion != up.ResourceVersion {
 		t.Errorf("upstream Service resourceVersion %s -> %v (%v), want unchanged", up.ResourceVersion, up2.ResourceVersion, err)
 	}
-	if after := len(s.events(ReasonCreated)) + len(s.events(ReasonRepaired)) + len(s.events(ReasonRecreated)); after != events {
+	if after := len(s.events(ReasonCreated)) + len(s.events(ReasonRepaired)) + len(s.events(ReasonWithdrawn)); after != events {
 		t.Errorf("restart emitted %d change events, want none", after-events)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -63,27 +62,6 @@ func CacheOptions(n Names, policies bool) cache.Options {
 	return o
 }
 
-// policyCRDServed asks discovery whether cilium.io/v2 serves the policy kind.
-func policyCRDServed(cfg *rest.Config) (bool, error) {
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		return false, fmt.Errorf("failed to create discovery client: %w", err)
-	}
-	list, err := dc.ServerResourcesForGroupVersion(ciliumv2.SchemeGroupVersion.String())
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("failed to discover %s: %w", ciliumv2.SchemeGroupVersion, err)
-	}
-	for _, r := range list.APIResources {
-		if r.Kind == ciliumv2.CLRPKindDefinition {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
 // Options configure NewManager.
 type Options struct {
 	Names  Names
@@ -113,7 +91,11 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 	if err != nil {
 		return nil, err
 	}
-	policies, err := policyCRDServed(cfg)
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("failed to create discovery client: %w", err)
+	}
+	policies, err := policyCRDServed(dc)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +124,7 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 
 		skipNameValidation: o.skipNameValidation,
 		APIReader:          mgr.GetAPIReader(),
-		Mapper:             mgr.GetRESTMapper(),
+		Discovery:          dc,
 		Events:             mgr.GetEventRecorder("lrpdns"),
 		Names:              o.Names,
 		Cilium:             o.Cilium,

@@ -1,0 +1,188 @@
+package lrp
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// applyUpstream creates or repairs kube-dns-upstream. Its address is what
+// every running cache forwards cluster names to (the kubelet put it in their
+// environment at start), so a Service that went away is re-created on the
+// same ClusterIPs.
+func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, want *corev1.Service) error {
+	cur := &corev1.Service{}
+	err := r.Client.Get(ctx, r.key(want.Name), cur)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("failed to get Service %s: %w", klog.KObj(want), err)
+	}
+	if err == nil {
+		r.upstreamIPs = cur.Spec.ClusterIPs
+		if !serviceDrifted(cur, want) {
+			return nil
+		}
+		if err := r.apply(ctx, want); err != nil {
+			return err
+		}
+		r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonRepaired, "Update", "restored Service %s to kube-dns's selector and DNS ports", want.Name)
+		logf.FromContext(ctx).Info("repaired upstream Service", "service", klog.KObj(want))
+		return nil
+	}
+	if len(r.upstreamIPs) > 0 {
+		pinned := want.DeepCopy()
+		pinned.Spec.ClusterIP, pinned.Spec.ClusterIPs = r.upstreamIPs[0], r.upstreamIPs
+		err := r.apply(ctx, pinned)
+		if err == nil {
+			r.pinningSince = time.Time{}
+			r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonCreated, "Recreate",
+				"re-created Service %s on its previous address %s, which the running caches forward to", want.Name, strings.Join(r.upstreamIPs, ","))
+			logf.FromContext(ctx).Info("re-created upstream Service on its previous address", "service", klog.KObj(want), "clusterIPs", r.upstreamIPs)
+			return nil
+		}
+		if !apierrors.IsInvalid(err) {
+			return err
+		}
+		// The API server releases a deleted Service's address shortly
+		// after the deletion: until then it is "already allocated".
+		if r.pinningSince.IsZero() {
+			r.pinningSince = time.Now()
+		}
+		if time.Since(r.pinningSince) < pinPatience {
+			return err
+		}
+		r.pinningSince = time.Time{}
+		r.Events.Eventf(ds, want, corev1.EventTypeWarning, ReasonUpstreamAddress, "Create",
+			"could not re-create Service %s on its previous address %s for %s (%v): it gets a new one, and caches started before forward cluster names to the old address until they restart (kubectl -n %s rollout restart daemonset %s)",
+			want.Name, strings.Join(r.upstreamIPs, ","), pinPatience, err, ds.Namespace, ds.Name)
+	}
+	if err := r.apply(ctx, want); err != nil {
+		return err
+	}
+	r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonCreated, "Create", "created Service %s for the cache's cluster-domain forwards", want.Name)
+	logf.FromContext(ctx).Info("created upstream Service", "service", klog.KObj(want))
+	return nil
+}
+
+// apply writes obj with server-side apply as FieldOwner, taking over fields
+// a hand edit changed.
+func (r *Reconciler) apply(ctx context.Context, obj runtime.Object) error {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return fmt.Errorf("failed to convert %T: %w", obj, err)
+	}
+	delete(u, "status")
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	ac := client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u})
+	if err := r.Client.Apply(ctx, ac, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("failed to apply %s %s: %w", u["kind"], klog.KRef(r.Names.Namespace, fmt.Sprint(u["metadata"].(map[string]any)["name"])), err)
+	}
+	return nil
+}
+
+// removePolicy deletes our redirect so DNS falls back to kube-dns.
+func (r *Reconciler) removePolicy(ctx context.Context, ds *appsv1.DaemonSet, why string) error {
+	deleted, err := r.deleteOwned(ctx, &ciliumv2.CiliumLocalRedirectPolicy{}, r.Names.Policy)
+	if err != nil || !deleted {
+		return err
+	}
+	r.Events.Eventf(ds, nil, corev1.EventTypeWarning, ReasonRemoved, "Delete",
+		"removed CiliumLocalRedirectPolicy %s so DNS falls back to kube-dns: %s", r.Names.Policy, why)
+	logf.FromContext(ctx).Info("removed CiliumLocalRedirectPolicy", "policy", klog.KRef(r.Names.Namespace, r.Names.Policy), "reason", why)
+	return nil
+}
+
+// removeAll takes the redirect away once the DaemonSet is gone, without
+// waiting for the garbage collector. kube-dns-upstream is left to the
+// garbage collector: it is owned by the DaemonSet and by the policy, so it
+// goes only after both, and no cache forwards to a deleted Service while
+// clients are still redirected to it.
+func (r *Reconciler) removeAll(ctx context.Context) error {
+	if served, err := r.policiesServed(); err != nil || !served {
+		return err
+	}
+	deleted, err := r.deleteOwned(ctx, &ciliumv2.CiliumLocalRedirectPolicy{}, r.Names.Policy)
+	if err != nil {
+		return err
+	}
+	if deleted {
+		logf.FromContext(ctx).Info("DaemonSet gone: removed CiliumLocalRedirectPolicy; DNS falls back to kube-dns", "policy", klog.KRef(r.Names.Namespace, r.Names.Policy))
+	}
+	return nil
+}
+
+// deleteOwned deletes the named object if it carries our managed-by label.
+func (r *Reconciler) deleteOwned(ctx context.Context, obj client.Object, name string) (bool, error) {
+	if err := r.Client.Get(ctx, r.key(name), obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("failed to get %T %s: %w", obj, klog.KRef(r.Names.Namespace, name), err)
+	}
+	if obj.GetLabels()[ManagedByLabel] != ManagedByValue {
+		return false, nil
+	}
+	uid := obj.GetUID()
+	if err := r.Client.Delete(ctx, obj, client.Preconditions{UID: &uid}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("failed to delete %T %s: %w", obj, klog.KObj(obj), err)
+	}
+	return true, nil
+}
+
+func serviceDrifted(cur, want *corev1.Service) bool {
+	if metadataDrifted(&cur.ObjectMeta, &want.ObjectMeta) ||
+		!equality.Semantic.DeepEqual(cur.Spec.Selector, want.Spec.Selector) ||
+		len(cur.Spec.Ports) != len(want.Spec.Ports) {
+		return true
+	}
+	for i, p := range want.Spec.Ports {
+		c := cur.Spec.Ports[i]
+		if c.Name != p.Name || c.Protocol != p.Protocol || c.Port != p.Port || c.TargetPort != p.TargetPort {
+			return true
+		}
+	}
+	if want.Spec.IPFamilyPolicy != nil && (cur.Spec.IPFamilyPolicy == nil || *cur.Spec.IPFamilyPolicy != *want.Spec.IPFamilyPolicy) {
+		return true
+	}
+	return len(want.Spec.IPFamilies) > 0 && !equality.Semantic.DeepEqual(cur.Spec.IPFamilies, want.Spec.IPFamilies)
+}
+
+// metadataDrifted reports whether our labels or owner reference are missing.
+func metadataDrifted(cur, want *metav1.ObjectMeta) bool {
+	for k, v := range want.Labels {
+		if cur.Labels[k] != v {
+			return true
+		}
+	}
+	for _, w := range want.OwnerReferences {
+		found := false
+		for _, c := range cur.OwnerReferences {
+			if c.UID == w.UID && c.Kind == w.Kind && c.Name == w.Name {
+				found = true
+			}
+		}
+		if !found {
+			return true
+		}
+	}
+	return false
+}
+
+// pinPatience is how long the controller keeps asking for kube-dns-upstream's
+// previous address before it gives up and takes a new one.
+const pinPatience = 30 * time.Second

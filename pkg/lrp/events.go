@@ -1,0 +1,24 @@
+package lrp
+
+// Event reasons.
+const (
+	ReasonCreated        = "PolicyCreated"
+	ReasonRepaired       = "Repaired"
+	ReasonRemoved        = "PolicyRemoved"
+	ReasonKubeDNSMissing = "KubeDNSServiceMissing"
+	ReasonPortMismatch   = "PortMismatch"
+	ReasonCRDMissing     = "LocalRedirectPolicyCRDMissing"
+	ReasonLRPDisabled    = "LocalRedirectPolicyDisabled"
+	ReasonCiliumTooOld   = "CiliumTooOld"
+	// ReasonWithdrawn: the redirect's ports change; the policy is deleted
+	// until every cache pod runs the new template.
+	ReasonWithdrawn = "PolicyWithdrawn"
+	// ReasonWaiting: no policy yet, and why.
+	ReasonWaiting = "WaitingForCache"
+	// ReasonFailed: a read or write of an object failed; the note carries
+	// the API's message.
+	ReasonFailed = "ReconcileFailed"
+	// ReasonUpstreamAddress: kube-dns-upstream had to be re-created on
+	// another address than the running caches use.
+	ReasonUpstreamAddress = "UpstreamAddressChanged"
+)
