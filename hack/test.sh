@@ -8,3 +8,6 @@ cd "$REPO_ROOT"
 KUBEBUILDER_ASSETS=$("$REPO_ROOT/hack/k8s-bins.sh")
 export KUBEBUILDER_ASSETS
 go test -count=1 "$@" ./...
+# The lab's small kubelet is concurrent code: its tests run with the race
+# detector too.
+go test -race -count=1 "$@" ./e2e/lab/...

@@ -1,0 +1,75 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func (p *podRuntime) setup(ctx context.Context) error {
+	p.startedAt = metav1.Now()
+	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+		return err
+	}
+	if err := run("ip", "netns", "add", p.netns); err != nil {
+		return err
+	}
+	if err := run("ip", "-n", p.netns, "link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	ip, err := p.a.cfg.CNI.Add(p.pod, p.netns)
+	if err != nil {
+		return err
+	}
+	p.ip = ip
+	mounts, err := p.volumes(ctx)
+	if err != nil {
+		return err
+	}
+	node, err := os.ReadFile(p.a.cfg.ResolvConf)
+	if err != nil {
+		return fmt.Errorf("failed to read the node's resolv.conf: %w", err)
+	}
+	resolv, err := ResolvConf(p.pod, node, p.a.cfg.ClusterDNS, p.a.cfg.ClusterDomain)
+	if err != nil {
+		return err
+	}
+	hosts := fmt.Sprintf("127.0.0.1 localhost\n%s %s\n", p.ip, p.pod.Name)
+	if err := os.WriteFile(filepath.Join(p.dir, "resolv.conf"), resolv, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(p.dir, "hosts"), []byte(hosts), 0o644); err != nil {
+		return err
+	}
+	for i := range p.pod.Spec.Containers {
+		spec := p.pod.Spec.Containers[i]
+		argv, err := p.a.cfg.Images.Argv(&spec)
+		if err != nil {
+			return err
+		}
+		c := &container{spec: spec, argv: argv, mounts: mounts[spec.Name]}
+		if c.log, err = os.Create(filepath.Join(p.dir, spec.Name+".log")); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.containers = append(p.containers, c)
+		p.mu.Unlock()
+		p.launch(ctx, c)
+		go p.probe(ctx, c)
+	}
+	return nil
+}
+
+func runAsUser(pod *corev1.Pod, c *corev1.Container) *int64 {
+	if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+		return c.SecurityContext.RunAsUser
+	}
+	if pod.Spec.SecurityContext != nil {
+		return pod.Spec.SecurityContext.RunAsUser
+	}
+	return nil
+}
