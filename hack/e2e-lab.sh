@@ -141,7 +141,10 @@ YAML
     -p '{"status":{"addresses":[{"type":"InternalIP","address":"10.99.0.2"},{"type":"Hostname","address":"'"$NODE"'"}]}}' >/dev/null
   start cilium-agent-wrapper "" unshare -m --propagation slave hack/lab/cilium-agent.sh "$LAB" "$CILIUM_BIN" "$CGROUP" "$NODE_NS"
   CILIUM_SOCK="$LAB/run/cilium.sock" wait_for 180 cilium-agent "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" status --brief
-  pgrep -f "^$CILIUM_BIN/cilium-agent" > "$LAB/pids/cilium-agent"
+  # unshare, the script, nsenter and bash each exec the next: the wrapper's pid is the agent's.
+  local agent; agent=$(cat "$LAB/pids/cilium-agent-wrapper")
+  [[ "$(readlink "/proc/$agent/exe")" == "$CILIUM_BIN/cilium-agent" ]] || { log "pid $agent is not cilium-agent"; return 1; }
+  echo "$agent" > "$LAB/pids/cilium-agent"
   log "cilium-agent ready after $((SECONDS - t0))s"
   echo '{"cniVersion":"0.3.1","name":"cilium","type":"cilium-cni","log-file":"'"$LAB"'/logs/cni.log"}' > "$LAB/etc/cni.conf"
   start lab-node "$NODE_NS" "$BIN/lab-node" run --kubeconfig "$LAB/etc/kubeconfig" --node-name "$NODE" --node-ip 10.99.0.2 \
@@ -193,7 +196,7 @@ down() {
     ip netns del "$ns" 2>/dev/null || true
   done
   if [[ -n "$CGROUP" && -f "$CGROUP/cgroup.procs" ]]; then
-    for p in $(cat "$CGROUP/cgroup.procs"); do killpid "$p"; done
+    while read -r p; do killpid "$p"; done < "$CGROUP/cgroup.procs"
     rmdir "$CGROUP" 2>/dev/null || true
   fi
   mountpoint -q "$LAB/bpffs" 2>/dev/null && umount "$LAB/bpffs"

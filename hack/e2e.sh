@@ -18,8 +18,8 @@ HELM_VERSION=v3.22.0
 # kind v0.33.0's default node image, pinned by digest.
 KIND_NODE_IMAGE=kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5
 CLUSTER=lrpdns-e2e
-CILIUM_VERSION=$(go list -m -f '{{.Version}}' github.com/cilium/cilium)
-CHART=$(go mod download -json "github.com/cilium/cilium@$CILIUM_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/install/kubernetes/cilium
+go mod download github.com/cilium/cilium
+CHART=$(go list -m -f '{{.Dir}}' github.com/cilium/cilium)/install/kubernetes/cilium
 ARTIFACTS=${ARTIFACTS:-$REPO_ROOT/_artifacts/e2e-$(date +%Y%m%d-%H%M%S)}
 IMAGE_REPO=localhost/lrpdns
 IMAGE_TAG=e2e
@@ -41,7 +41,7 @@ k() { "$KUBECTL" "$@"; }
 pf_pid=""
 cleanup() {
   rc=$?
-  [[ -n "$pf_pid" ]] && kill "$pf_pid" 2>/dev/null || true
+  if [[ -n "$pf_pid" ]]; then kill "$pf_pid" 2>/dev/null || true; fi
   if [[ $rc -ne 0 ]]; then
     echo "e2e: failed; saving logs and flows to $ARTIFACTS" >&2
     k get all,ciliumlocalredirectpolicies,events -A -o wide > "$ARTIFACTS/cluster.txt" 2>&1 || true
@@ -92,7 +92,8 @@ k -n kube-system rollout status deploy/lrpdns-controller --timeout=5m
 
 k -n kube-system port-forward svc/hubble-relay 4245:80 > "$ARTIFACTS/port-forward.log" 2>&1 &
 pf_pid=$!
-sleep 3
+for _ in $(seq 30); do (exec 3<>/dev/tcp/127.0.0.1/4245) 2>/dev/null && break; sleep 1; done
+(exec 3<>/dev/tcp/127.0.0.1/4245) 2>/dev/null || { echo "e2e: the port-forward to hubble-relay did not open in 30s" >&2; exit 1; }
 
 LRPDNS_E2E_KUBECONFIG="$KUBECONFIG" LRPDNS_E2E_HUBBLE=localhost:4245 LRPDNS_E2E_KUBECTL="$KUBECTL" \
 LRPDNS_E2E_IMAGE="$IMAGE_REPO/lrpdns:$IMAGE_TAG" LRPDNS_E2E_ARTIFACTS="$ARTIFACTS" LRPDNS_E2E_KUSTOMIZATION="$overlay" \

@@ -1,7 +1,8 @@
 # Sourced by hack/ scripts: paths and pinned tool versions.
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # used by the scripts that source this file
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$REPO_ROOT/bin"
+BIN=${LRPDNS_BIN:-$REPO_ROOT/bin}
 # Heavy, version-keyed binaries live outside the clone so fresh clones reuse them.
 LRPDNS_CACHE=${LRPDNS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lrpdns}
 GOLANGCI_LINT_VERSION=v2.15.0

@@ -1,28 +1,33 @@
 #!/usr/bin/env bash
 # Fails when something generated or tidy drifted from what is committed.
+# Like kind's hack/make-rules/verify/generated.sh, it regenerates in a copy of
+# the tree and compares: the work tree is never rewritten.
 set -o errexit -o nounset -o pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 fail=0
 drift() { echo "verify: $1 drifted; run: $2" >&2; fail=1; }
 
-cp go.mod /tmp/lrpdns-go.mod.$$; cp go.sum /tmp/lrpdns-go.sum.$$
-go mod tidy
-if ! diff -q go.mod /tmp/lrpdns-go.mod.$$ >/dev/null || ! diff -q go.sum /tmp/lrpdns-go.sum.$$ >/dev/null; then
-  drift "go.mod/go.sum" "go mod tidy"
-  cp /tmp/lrpdns-go.mod.$$ go.mod; cp /tmp/lrpdns-go.sum.$$ go.sum
-fi
-rm -f /tmp/lrpdns-go.mod.$$ /tmp/lrpdns-go.sum.$$
-
-unformatted=$(gofmt -l $(git ls-files '*.go'))
-[[ -z "$unformatted" ]] || drift "formatting of $unformatted" "gofmt -w"
-
-if [[ -x hack/generate.sh ]]; then
+copy=$(mktemp -d)
+trap 'rm -rf "$copy"' EXIT
+git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$copy"
+(
+  cd "$copy"
+  export LRPDNS_BIN="$BIN" # tools already installed in the work tree's bin/
+  go mod tidy
   hack/generate.sh
-  git diff --quiet -- manifests config 2>/dev/null || { git diff --stat -- manifests config; drift "generated manifests" "make generate"; }
-fi
+)
+for f in go.mod go.sum; do
+  diff -q "$f" "$copy/$f" >/dev/null || drift "$f" "go mod tidy"
+done
+diff -r manifests "$copy/manifests" || drift "generated manifests" "make generate"
+
+mapfile -t gofiles < <(git ls-files '*.go')
+unformatted=$(gofmt -l "${gofiles[@]}")
+[[ -z "$unformatted" ]] || drift "formatting of $unformatted" "gofmt -w"
 
 go vet ./...
 go vet -tags e2e ./...
+hack/shellcheck.sh || fail=1
 hack/lint.sh
 exit $fail

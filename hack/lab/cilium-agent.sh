@@ -17,6 +17,7 @@ mount --bind "$LAB/run" /run/cilium
 mount --rbind "$LAB/hostrun/netns" /run/netns
 mount --bind "$LAB/fake/unprivileged_bpf_disabled" /proc/sys/kernel/unprivileged_bpf_disabled
 mount --bind "$LAB/fake/timer_migration" /proc/sys/kernel/timer_migration
+# shellcheck disable=SC2016 # the inner bash expands $0 and $1, its arguments
 exec nsenter --net="/run/netns/$NETNS" bash -c '
 set -o errexit
 mount -t sysfs sysfs /sys
