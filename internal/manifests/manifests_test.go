@@ -90,17 +90,7 @@ func TestInstallYAMLIsUpToDate(t *testing.T) {
 // TestAcceptedByAPIServer applies every rendered object, base and
 // components, with server-side dry-run to a real kube-apiserver.
 func TestAcceptedByAPIServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs kube-apiserver + etcd")
-	}
-	env, cfg, err := testenv.Start(true)
-	if errors.Is(err, testenv.ErrNoAssets) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Stop() //nolint:errcheck // best effort
+	_, cfg := testenv.ForTest(t, true)
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
 		t.Fatal(err)

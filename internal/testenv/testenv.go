@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"testing"
 
 	ciliumclient "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/client"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -38,6 +39,24 @@ func Start(withCRD bool) (*envtest.Environment, *rest.Config, error) {
 		return nil, nil, fmt.Errorf("failed to start envtest: %w", err)
 	}
 	return env, cfg, nil
+}
+
+// ForTest starts an API server for one test and stops it when the test
+// ends; it skips the test with -short or without KUBEBUILDER_ASSETS.
+func ForTest(t testing.TB, withCRD bool) (*envtest.Environment, *rest.Config) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs kube-apiserver + etcd; skipped with -short")
+	}
+	env, cfg, err := Start(withCRD)
+	if errors.Is(err, ErrNoAssets) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	return env, cfg
 }
 
 // CLRPCRD is the CiliumLocalRedirectPolicy CRD embedded in the cilium module.

@@ -28,11 +28,19 @@ func buildNodeCache(t *testing.T) string {
 	return bin
 }
 
-// TestSIGTERMDropsReadinessBeforeClosingThePort runs the binary, sends it
-// SIGTERM and watches, every 10ms, the ready endpoint and a DNS query: the
-// ready endpoint must go down while DNS is still answered (the lameduck
-// period), and the DNS port must close only after that.
-func TestSIGTERMDropsReadinessBeforeClosingThePort(t *testing.T) {
+// process is the real node-cache binary running against recording servers
+// on loopback.
+type process struct {
+	cmd            *exec.Cmd
+	dnsAddr, ready string
+	logs           *syncBuffer
+	exited         chan error
+}
+
+// startProcess builds and starts node-cache with the cluster DNS and node
+// resolver on loopback, plus extra flags.
+func startProcess(t *testing.T, extra ...string) *process {
+	t.Helper()
 	bin := buildNodeCache(t)
 	cluster := startDNS(t, "10.96.0.99", 30)
 	node := startDNS(t, "192.0.2.1", 30)
@@ -40,22 +48,29 @@ func TestSIGTERMDropsReadinessBeforeClosingThePort(t *testing.T) {
 	cm := filepath.Join(dir, "kube-dns")
 	writeConfigMap(t, cm, map[string]string{"upstreamNameservers": fmt.Sprintf("[%q]", node.Addr)})
 	writeFile(t, filepath.Join(dir, "resolv.conf"), "nameserver 127.0.0.1\n")
-	dnsAddr, ready := freeAddr(t), freeAddr(t)
-	_, port, _ := net.SplitHostPort(dnsAddr)
-
-	cmd := exec.Command(bin,
+	p := &process{dnsAddr: freeAddr(t), ready: freeAddr(t), logs: &syncBuffer{}, exited: make(chan error, 1)}
+	_, port, _ := net.SplitHostPort(p.dnsAddr)
+	p.cmd = exec.Command(bin, append([]string{
 		"--cluster-dns", cluster.Addr.String(), "--resolv-conf", filepath.Join(dir, "resolv.conf"),
 		"--kube-dns-config-dir", cm, "--bind", "127.0.0.1", "--port", port,
-		"--ready-addr", ready, "--health-addr", freeAddr(t), "--metrics-addr", freeAddr(t),
-		"--lameduck", "1s", "--allow-loopback-resolvers")
-	logs := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
+		"--ready-addr", p.ready, "--health-addr", freeAddr(t), "--metrics-addr", freeAddr(t),
+		"--allow-loopback-resolvers"}, extra...)...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = p.cmd.Process.Kill() })
+	go func() { p.exited <- p.cmd.Wait() }()
+	return p
+}
+
+// TestSIGTERMDropsReadinessBeforeClosingThePort runs the binary, sends it
+// SIGTERM and watches, every 10ms, the ready endpoint and a DNS query: the
+// ready endpoint must go down while DNS is still answered (the lameduck
+// period), and the DNS port must close only after that.
+func TestSIGTERMDropsReadinessBeforeClosingThePort(t *testing.T) {
+	p := startProcess(t, "--lameduck", "1s")
+	cmd, dnsAddr, ready, logs, exited := p.cmd, p.dnsAddr, p.ready, p.logs, p.exited
 
 	isReady := func() bool {
 		c := http.Client{Timeout: 200 * time.Millisecond}
@@ -123,27 +138,8 @@ func TestSIGTERMDropsReadinessBeforeClosingThePort(t *testing.T) {
 // TestSIGHUPReloads: SIGHUP re-reads the inputs and never ends the process
 // (its default action would, at once, without a lameduck).
 func TestSIGHUPReloads(t *testing.T) {
-	bin := buildNodeCache(t)
-	cluster := startDNS(t, "10.96.0.99", 30)
-	node := startDNS(t, "192.0.2.1", 30)
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "resolv.conf"), "nameserver 127.0.0.1\n")
-	cm := filepath.Join(dir, "kube-dns")
-	writeConfigMap(t, cm, map[string]string{"upstreamNameservers": fmt.Sprintf("[%q]", node.Addr)})
-	dnsAddr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(dnsAddr)
-	cmd := exec.Command(bin,
-		"--cluster-dns", cluster.Addr.String(), "--resolv-conf", filepath.Join(dir, "resolv.conf"),
-		"--kube-dns-config-dir", cm, "--bind", "127.0.0.1", "--port", port, "--config-check-interval", "1h",
-		"--ready-addr", freeAddr(t), "--health-addr", freeAddr(t), "--metrics-addr", freeAddr(t), "--allow-loopback-resolvers")
-	logs := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	p := startProcess(t, "--config-check-interval", "1h")
+	cmd, dnsAddr, logs, exited := p.cmd, p.dnsAddr, p.logs, p.exited
 	answers := func(name string) bool {
 		r, err := exchange("udp", dnsAddr, name)
 		return err == nil && len(r.Answer) == 1

@@ -71,17 +71,7 @@ func TestVerifyFlagErrors(t *testing.T) {
 // selector and port from the policy and CoreDNS's target ports from the
 // Service it redirects, on a real kube-apiserver; flags still win.
 func TestVerifyReadsTheCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs kube-apiserver + etcd")
-	}
-	env, cfg, err := testenv.Start(true)
-	if errors.Is(err, testenv.ErrNoAssets) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	env, cfg := testenv.ForTest(t, true)
 	user, err := env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, cfg)
 	if err != nil {
 		t.Fatal(err)
