@@ -9,12 +9,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/lrpdns/lrpdns/pkg/nodecache"
+	"github.com/lrpdns/lrpdns/cmd/node-cache/app"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := nodecache.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := app.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "node-cache:", err)

@@ -22,9 +22,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lrpdns/lrpdns/cmd/lrpdns/app"
+	nodecacheapp "github.com/lrpdns/lrpdns/cmd/node-cache/app"
 	"github.com/lrpdns/lrpdns/internal/testenv"
 	"github.com/lrpdns/lrpdns/pkg/lrp"
-	"github.com/lrpdns/lrpdns/pkg/nodecache"
 )
 
 const root = "../../manifests"
@@ -267,7 +267,7 @@ func TestContainerArgsParse(t *testing.T) {
 	args := append([]string{"render"}, ds.Spec.Template.Spec.Containers[0].Args...)
 	args = append(args, "--resolv-conf", resolv)
 	var out, errs bytes.Buffer
-	if err := nodecache.Run(context.Background(), args, &out, &errs); err != nil {
+	if err := nodecacheapp.Run(context.Background(), args, &out, &errs); err != nil {
 		t.Errorf("node-cache %v: %v\n%s", args, err, errs.String())
 	}
 	if !strings.Contains(out.String(), ".:5353 {") {

@@ -250,7 +250,7 @@ func TestUpstreamFoundThroughClusterDNS(t *testing.T) {
 		h.opts.Namespace = "lrpdns-test"
 		h.opts.Getenv = func(k string) string { return env[k] }
 		h.opts.upstreamPort = upstream.Addr.Port()
-		if err := h.opts.discoverClusterDNS(t.Context(), slog.New(slog.NewTextHandler(h.logs, nil))); err != nil {
+		if err := h.opts.DiscoverClusterDNS(t.Context(), slog.New(slog.NewTextHandler(h.logs, nil))); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -269,7 +269,7 @@ func TestUpstreamFoundThroughClusterDNS(t *testing.T) {
 func TestNoUpstreamAndNoClusterDNSSaysWhatIsMissing(t *testing.T) {
 	o := DefaultOptions()
 	o.Getenv = func(string) string { return "" }
-	err := o.discoverClusterDNS(t.Context(), slog.New(slog.DiscardHandler))
+	err := o.DiscoverClusterDNS(t.Context(), slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "KUBE_DNS_UPSTREAM_SERVICE_HOST is unset") {
 		t.Errorf("error = %v, want it to name KUBE_DNS_UPSTREAM_SERVICE_HOST", err)
 	}

@@ -14,14 +14,14 @@ import (
 // is not found.
 const discoverInterval = time.Second
 
-// discoverClusterDNS finds the upstream Service when neither --cluster-dns
+// DiscoverClusterDNS finds the upstream Service when neither --cluster-dns
 // nor its service-link variables say where it is: the pod started before the
 // Service existed (the controller creates it for the DaemonSet). It asks the
 // cluster DNS Service for <upstream>.<namespace>.svc.<cluster domain>, until
 // found or ctx ends. The cache is not ready meanwhile, so the redirect does
 // not send these queries to itself: they reach CoreDNS, or a ready cache on
 // the node.
-func (o *Options) discoverClusterDNS(ctx context.Context, log *slog.Logger) error {
+func (o *Options) DiscoverClusterDNS(ctx context.Context, log *slog.Logger) error {
 	if len(o.ClusterDNS) > 0 || o.getenv(upstreamEnvPrefix(o.UpstreamService)+"HOST") != "" {
 		return nil
 	}

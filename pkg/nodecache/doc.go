@@ -1,4 +1,5 @@
-// Package nodecache is the node-cache program: it turns flags, the
+// Package nodecache is the node-cache's logic (its command line is
+// cmd/node-cache/app): it turns flags, the
 // environment, resolv.conf and the mounted kube-dns ConfigMap into a
 // corefile.Config, serves it with embedded CoreDNS, reloads it in-process
 // when an input changes, and drains on shutdown.

@@ -3,7 +3,6 @@ package nodecache
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"flag"
 	"io"
 	"net"
@@ -73,16 +72,26 @@ func readLines(t *testing.T, path string) []string {
 	return out
 }
 
+// render is what `node-cache render ARGS` prints (cmd/node-cache/app).
+func render(args []string) ([]byte, error) {
+	opts, err := ParseFlags("node-cache render", args, io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	return opts.Corefile()
+}
+
 // TestRenderGolden runs `node-cache render` for each case and compares the
 // Corefile with the golden one (go test -run TestRenderGolden -update).
 func TestRenderGolden(t *testing.T) {
 	for _, c := range renderCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			c.setenv(t)
-			var stdout, stderr bytes.Buffer
-			if err := Run(context.Background(), append([]string{"render"}, c.args...), &stdout, &stderr); err != nil {
-				t.Fatalf("render: %v\n%s", err, stderr.String())
+			text, err := render(c.args)
+			if err != nil {
+				t.Fatalf("render: %v", err)
 			}
+			stdout := bytes.NewBuffer(text)
 			golden := filepath.Join(c.dir, "Corefile")
 			if *update {
 				if err := os.WriteFile(golden, stdout.Bytes(), 0o644); err != nil {
@@ -109,10 +118,9 @@ func TestRenderRefuses(t *testing.T) {
 	for _, c := range casesIn(t, "testdata/refuse") {
 		t.Run(c.name, func(t *testing.T) {
 			c.setenv(t)
-			var stdout, stderr bytes.Buffer
-			err := Run(context.Background(), append([]string{"render"}, c.args...), &stdout, &stderr)
+			text, err := render(c.args)
 			if err == nil {
-				t.Fatalf("render accepted it:\n%s", stdout.String())
+				t.Fatalf("render accepted it:\n%s", text)
 			}
 			for _, want := range readLines(t, filepath.Join(c.dir, "error")) {
 				if !strings.Contains(err.Error(), want) {
@@ -132,7 +140,7 @@ func TestRenderGoldenStarts(t *testing.T) {
 	for _, c := range renderCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			c.setenv(t)
-			opts, err := parseFlags("node-cache", c.args, io.Discard)
+			opts, err := ParseFlags("node-cache", c.args, io.Discard)
 			if err != nil {
 				t.Fatal(err)
 			}

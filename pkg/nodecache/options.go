@@ -94,9 +94,9 @@ func (l listFlag) Set(s string) error {
 	return nil
 }
 
-// parseFlags fills Options from args and then, for flags not on the command
+// ParseFlags fills Options from args and then, for flags not on the command
 // line, from NODE_CACHE_* environment variables.
-func parseFlags(name string, args []string, stderr io.Writer) (Options, error) {
+func ParseFlags(name string, args []string, stderr io.Writer) (Options, error) {
 	o := DefaultOptions()
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)

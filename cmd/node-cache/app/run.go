@@ -1,4 +1,8 @@
-package nodecache
+// Package app is the node-cache command: `node-cache [flags]` serves,
+// `node-cache render [flags]` prints the Corefile it would serve. It parses
+// the command line, handles signals and wires package nodecache, where the
+// logic lives.
+package app
 
 import (
 	"context"
@@ -9,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/lrpdns/lrpdns/pkg/nodecache"
 )
 
 // Run is the node-cache command: `node-cache [flags]` serves until ctx ends;
@@ -19,7 +25,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if render {
 		name, args = "node-cache render", args[1:]
 	}
-	opts, err := parseFlags(name, args, stderr)
+	opts, err := nodecache.ParseFlags(name, args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
@@ -35,10 +41,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	if err := opts.discoverClusterDNS(ctx, log); err != nil {
+	if err := opts.DiscoverClusterDNS(ctx, log); err != nil {
 		return err
 	}
-	s, err := Start(opts, log)
+	s, err := nodecache.Start(opts, log)
 	if err != nil {
 		return err
 	}
