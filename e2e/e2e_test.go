@@ -116,11 +116,15 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 		defer close(done)
 		r, perr = s.probe(ctx, append([]string{"--duration", d.String(), "--interval", "20ms"}, s.mix...)...)
 	}()
+	began := time.Now()
 	time.Sleep(3 * time.Second)
 	start := time.Now()
 	action()
 	took := time.Since(start)
 	<-done
+	if r.Failed > 0 {
+		s.saveFlows(t, scenario, time.Since(began)+time.Second)
+	}
 	t.Logf("%s (udp, a socket per query): %d sent, %d answered, %d failed", scenario, r.Sent, r.Answered, r.Failed)
 	if took > d-3*time.Second {
 		t.Errorf("%s took %v, longer than the queries around it (%v)", scenario, took.Round(time.Second), d)
@@ -613,6 +617,40 @@ func (s *suite) uninstall(t *testing.T) {
 				apierrors.IsNotFound(s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.UpstreamService}, &corev1.Service{}))
 		})
 	})
+}
+
+// saveFlows keeps the last since of DNS flows in LRPDNS_E2E_ARTIFACTS, named
+// after the scenario: Hubble's ring buffer holds only minutes of them.
+func (s *suite) saveFlows(t *testing.T, scenario string, since time.Duration) {
+	dir := os.Getenv("LRPDNS_E2E_ARTIFACTS")
+	if dir == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	flows, err := verify.FromServer(ctx, s.cluster.HubbleServer(), since, verify.DefaultConfig())
+	if err != nil {
+		t.Logf("saving flows: %v", err)
+		return
+	}
+	var b strings.Builder
+	for _, f := range flows {
+		line, _ := protojson.Marshal(f)
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(scenario))
+	path := filepath.Join(dir, name+".jsonpb")
+	if err := os.MkdirAll(dir, 0o755); err == nil {
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err == nil {
+			t.Logf("saved the scenario's %d DNS flows to %s", len(flows), path)
+		}
+	}
 }
 
 // saveArtifacts keeps flows and logs of a failed run in LRPDNS_E2E_ARTIFACTS.

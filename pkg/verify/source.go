@@ -106,6 +106,7 @@ func FromServer(ctx context.Context, addr string, since time.Duration, c Config)
 		Until: timestamppb.New(now),
 		Whitelist: []*flowpb.FlowFilter{
 			{DestinationPort: c.dnsPorts()},
+			{SourcePort: c.dnsPorts()}, // answers, for the drop check
 			{Protocol: []string{"dns"}},
 		},
 	}

@@ -138,24 +138,25 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		m := new(dns.Msg)
 		m.SetQuestion(t.name, dns.TypeA)
 		rep.Sent++
+		sent := time.Now()
 		r, _, err := c.ExchangeContext(ctx, m, addr)
 		switch {
 		case err != nil:
 			rep.Failed++
 			if len(rep.Failures) < 10 {
-				rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %v", m.Question[0].Name, err))
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: %v", sent.UTC().Format(time.StampMicro), m.Question[0].Name, err))
 			}
 		case r.Rcode == dns.RcodeServerFailure || r.Rcode == dns.RcodeRefused:
 			rep.Failed++
 			rep.Answers[dns.RcodeToString[r.Rcode]]++
 			if len(rep.Failures) < 10 {
-				rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %s", m.Question[0].Name, dns.RcodeToString[r.Rcode]))
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: %s", sent.UTC().Format(time.StampMicro), m.Question[0].Name, dns.RcodeToString[r.Rcode]))
 			}
 		case t.check(r) != "":
 			rep.Failed++
 			rep.Wrong++
 			if len(rep.Failures) < 10 {
-				rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %s", m.Question[0].Name, t.check(r)))
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: %s", sent.UTC().Format(time.StampMicro), m.Question[0].Name, t.check(r)))
 			}
 		default:
 			rep.Answered++
