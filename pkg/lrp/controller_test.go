@@ -11,8 +11,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -258,6 +260,32 @@ func TestPortChangeWithdrawsUntilRolledOut(t *testing.T) {
 	})
 }
 
+// TestStaleEndpointSlicesDoNotCount: slices of a deleted kube-dns-upstream
+// linger until the garbage collector takes them. Their ready endpoints are
+// not the new Service's: no policy on their word.
+func TestStaleEndpointSlicesDoNotCount(t *testing.T) {
+	s := newScenario(t)
+	s.cilium("true", "quay.io/cilium/cilium:v1.20.2")
+	s.kubeDNS(dnsServicePortsFixture())
+	s.daemonSet(cacheContainerPorts("dns", "dns-tcp", 5353))
+	s.setReady(1)
+	s.create(&discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: s.names.UpstreamService + "-stale", Labels: map[string]string{discoveryv1.LabelServiceName: s.names.UpstreamService},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: s.names.UpstreamService, UID: "a-deleted-service"}},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+	})
+	s.startController(s.cfg)
+	if _, err := waitFor(s, func() (*corev1.Service, error) { return s.upstream() }); err != nil {
+		t.Fatal(err)
+	}
+	s.consistentlyNoPolicy(time.Second)
+	s.upstreamEndpoints(true) // the new Service's own slice
+	s.waitPolicy(nil)
+}
+
 // TestRolloutWithSamePortsKeepsPolicy: a template change that keeps the
 // ports (a restart, a new image) leaves the policy alone.
 func TestRolloutWithSamePortsKeepsPolicy(t *testing.T) {
@@ -392,12 +420,17 @@ func TestRestartMakesNoWrites(t *testing.T) {
 	s.healthy()
 	s.startController(s.cfg)
 	p := s.waitPolicy(nil)
+	s.waitUpstreamOwnedByPolicy(p)     // the first controller's last write
+	time.Sleep(500 * time.Millisecond) // let it settle
+	s.stopController()
+	p, err := s.policy()
+	if err != nil {
+		t.Fatal(err)
+	}
 	up, err := s.upstream()
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // let the first controller settle
-	s.stopController()
 	events := len(s.events(ReasonCreated)) + len(s.events(ReasonRepaired)) + len(s.events(ReasonWithdrawn))
 
 	s.writes.Store(0)

@@ -6,6 +6,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -19,7 +21,12 @@ type wait struct {
 // cacheReady reports whether a policy built from the DaemonSet's template
 // matches every pod that can be ready (rolledOut), some pod is ready, and the
 // upstream Service has ready endpoints: only then does a redirect help.
-func (r *Reconciler) cacheReady(ctx context.Context, ds *appsv1.DaemonSet) (wait, error) {
+//
+// The endpoints must be the current Service's: slices of a deleted
+// kube-dns-upstream of the same name linger until the garbage collector
+// takes them, and a policy created on their word right after the Service
+// was re-created would send misses to an address Cilium has not programmed.
+func (r *Reconciler) cacheReady(ctx context.Context, ds *appsv1.DaemonSet, upstreamUID types.UID) (wait, error) {
 	if w := rolledOut(ds); w != (wait{}) {
 		return w, nil
 	}
@@ -29,6 +36,9 @@ func (r *Reconciler) cacheReady(ctx context.Context, ds *appsv1.DaemonSet) (wait
 		return wait{}, fmt.Errorf("failed to list EndpointSlices: %w", err)
 	}
 	for _, s := range slices.Items {
+		if !ownedBy(s.OwnerReferences, upstreamUID) {
+			continue
+		}
 		for _, e := range s.Endpoints {
 			if e.Conditions.Ready == nil || *e.Conditions.Ready {
 				return wait{}, nil
@@ -58,4 +68,13 @@ func rolledOut(ds *appsv1.DaemonSet) wait {
 		return wait{"WaitForReadyPod", fmt.Sprintf("DaemonSet %s/%s has no ready pods", ds.Namespace, ds.Name)}
 	}
 	return wait{}
+}
+
+func ownedBy(refs []metav1.OwnerReference, uid types.UID) bool {
+	for _, r := range refs {
+		if r.UID == uid {
+			return true
+		}
+	}
+	return false
 }

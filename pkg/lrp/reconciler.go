@@ -138,7 +138,8 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.applyUpstream(ctx, ds, upstream); err != nil {
+	upstreamUID, err := r.applyUpstream(ctx, ds, upstream)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -150,7 +151,7 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 	if check.warned {
 		res.RequeueAfter = r.recheck()
 	}
-	return res, r.ensurePolicy(ctx, ds, cur, policy)
+	return res, r.ensurePolicy(ctx, ds, cur, policy, upstreamUID)
 }
 
 // currentPolicy is our policy, or nil when there is none.
@@ -187,7 +188,7 @@ func (r *Reconciler) key(name string) types.NamespacedName {
 // redirect with no backend. The policy is deleted instead (clients fall back
 // to kube-dns), and created again only once every node runs the current pod
 // template (see cacheReady).
-func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur, want *ciliumv2.CiliumLocalRedirectPolicy) error {
+func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur, want *ciliumv2.CiliumLocalRedirectPolicy, upstreamUID types.UID) error {
 	log := logf.FromContext(ctx)
 	if cur != nil && specChanged(cur, want) {
 		if err := r.Client.Delete(ctx, cur, client.Preconditions{UID: &cur.UID}); err != nil && !apierrors.IsNotFound(err) {
@@ -202,7 +203,7 @@ func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur
 		cur = nil
 	}
 	if cur == nil {
-		w, err := r.cacheReady(ctx, ds)
+		w, err := r.cacheReady(ctx, ds, upstreamUID)
 		if err != nil {
 			return err
 		}

@@ -139,6 +139,9 @@ type scenario struct {
 	reads  atomic.Int64
 	stopMu sync.Mutex
 	stop   func()
+
+	upstreamReady atomic.Bool
+	sliceOnce     sync.Once
 }
 
 func newScenario(t *testing.T) *scenario {
@@ -283,28 +286,67 @@ func (s *scenario) setRollout(desired, updated, ready int32) {
 	}
 }
 
-// upstreamEndpoints writes the EndpointSlice the EndpointSlice controller
-// would write for the upstream Service.
+// upstreamEndpoints says whether kube-dns-upstream's endpoint is ready, and
+// plays the EndpointSlice controller for it (envtest runs none): while the
+// test runs, the Service, whichever UID it has now, has one slice owned by
+// it, and slices of a deleted Service go, as the garbage collector takes
+// them.
 func (s *scenario) upstreamEndpoints(ready bool) {
 	s.t.Helper()
-	eps := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: s.names.UpstreamService + "-x1", Namespace: s.ns,
-			Labels: map[string]string{discoveryv1.LabelServiceName: s.names.UpstreamService},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)}}},
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("dns"), Protocol: ptr.To(corev1.ProtocolUDP), Port: ptr.To[int32](53)}},
+	s.upstreamReady.Store(ready)
+	s.sliceOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		s.t.Cleanup(func() { cancel(); <-done })
+		go func() {
+			defer close(done)
+			for ctx.Err() == nil {
+				s.syncSlices(ctx)
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+	})
+	s.syncSlices(s.ctx())
+}
+
+func (s *scenario) syncSlices(ctx context.Context) {
+	svc := &corev1.Service{}
+	err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: s.names.UpstreamService}, svc)
+	list := &discoveryv1.EndpointSliceList{}
+	if s.c.List(ctx, list, client.InNamespace(s.ns), client.MatchingLabels{discoveryv1.LabelServiceName: s.names.UpstreamService}) != nil {
+		return
 	}
-	cur := &discoveryv1.EndpointSlice{}
-	if err := s.c.Get(s.ctx(), client.ObjectKeyFromObject(eps), cur); err == nil {
-		cur.Endpoints = eps.Endpoints
-		if err := s.c.Update(s.ctx(), cur); err != nil {
-			s.t.Fatal(err)
+	var own *discoveryv1.EndpointSlice
+	for i := range list.Items {
+		sl := &list.Items[i]
+		if err == nil && len(sl.OwnerReferences) == 1 && sl.OwnerReferences[0].UID == svc.UID {
+			own = sl
+			continue
+		}
+		_ = s.c.Delete(ctx, sl)
+	}
+	if err != nil {
+		return
+	}
+	ready := s.upstreamReady.Load()
+	eps := []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)}}}
+	if own != nil {
+		if own.Endpoints[0].Conditions.Ready == nil || *own.Endpoints[0].Conditions.Ready != ready {
+			own.Endpoints = eps
+			_ = s.c.Update(ctx, own)
 		}
 		return
 	}
-	s.create(eps)
+	_ = s.c.Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: s.names.UpstreamService + "-", Namespace: s.ns,
+			Labels:          map[string]string{discoveryv1.LabelServiceName: s.names.UpstreamService},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID}},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   eps,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("dns"), Protocol: ptr.To(corev1.ProtocolUDP), Port: ptr.To[int32](53)}},
+	})
 }
 
 // cilium writes Cilium's ConfigMap and agent DaemonSet.
