@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -24,23 +23,23 @@ import (
 // every running cache forwards cluster names to (the kubelet put it in their
 // environment at start), so a Service that went away is re-created on the
 // same ClusterIPs.
-func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, want *corev1.Service) (types.UID, error) {
+func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, want *corev1.Service) (*corev1.Service, error) {
 	cur := &corev1.Service{}
 	err := r.Client.Get(ctx, r.key(want.Name), cur)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return "", fmt.Errorf("failed to get Service %s: %w", klog.KObj(want), err)
+		return nil, fmt.Errorf("failed to get Service %s: %w", klog.KObj(want), err)
 	}
 	if err == nil {
 		r.upstreamIPs = cur.Spec.ClusterIPs
 		if !serviceDrifted(cur, want) {
-			return cur.UID, nil
+			return cur, nil
 		}
 		if err := r.apply(ctx, want); err != nil {
-			return "", err
+			return nil, err
 		}
 		r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonRepaired, "Update", "restored Service %s to kube-dns's selector and DNS ports", want.Name)
 		logf.FromContext(ctx).Info("repaired upstream Service", "service", klog.KObj(want))
-		return cur.UID, nil
+		return cur, nil
 	}
 	if len(r.upstreamIPs) > 0 {
 		pinned := want.DeepCopy()
@@ -51,10 +50,10 @@ func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, wa
 			r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonCreated, "Recreate",
 				"re-created Service %s on its previous address %s, which the running caches forward to", want.Name, strings.Join(r.upstreamIPs, ","))
 			logf.FromContext(ctx).Info("re-created upstream Service on its previous address", "service", klog.KObj(want), "clusterIPs", r.upstreamIPs)
-			return "", nil // a new Service: its endpoints are not known yet
+			return nil, nil // a new Service: its endpoints are not known yet
 		}
 		if !apierrors.IsInvalid(err) {
-			return "", err
+			return nil, err
 		}
 		// The API server releases a deleted Service's address shortly
 		// after the deletion: until then it is "already allocated".
@@ -62,7 +61,7 @@ func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, wa
 			r.pinningSince = time.Now()
 		}
 		if time.Since(r.pinningSince) < pinPatience {
-			return "", err
+			return nil, err
 		}
 		r.pinningSince = time.Time{}
 		r.Events.Eventf(ds, want, corev1.EventTypeWarning, ReasonUpstreamAddress, "Create",
@@ -70,11 +69,11 @@ func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, wa
 			want.Name, strings.Join(r.upstreamIPs, ","), pinPatience, err, ds.Namespace, ds.Name)
 	}
 	if err := r.apply(ctx, want); err != nil {
-		return "", err
+		return nil, err
 	}
 	r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonCreated, "Create", "created Service %s for the cache's cluster-domain forwards", want.Name)
 	logf.FromContext(ctx).Info("created upstream Service", "service", klog.KObj(want))
-	return "", nil // a new Service: its endpoints are not known yet
+	return nil, nil // a new Service: its endpoints are not known yet
 }
 
 // apply writes obj with server-side apply as FieldOwner, taking over fields

@@ -286,6 +286,28 @@ func TestStaleEndpointSlicesDoNotCount(t *testing.T) {
 	s.waitPolicy(nil)
 }
 
+// TestYoungUpstreamHoldsThePolicy: kube-dns-upstream's endpoints exist
+// before Cilium has programmed a new Service (a second later in the lab), so
+// a policy is created only once the Service is UpstreamSettle old: never
+// redirect clients to caches whose upstream address does not translate yet.
+func TestYoungUpstreamHoldsThePolicy(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.startController(s.cfg, func(o *Options) { o.UpstreamSettle = 3 * time.Second })
+	up, err := waitFor(s, func() (*corev1.Service, error) { return s.upstream() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.consistentlyNoPolicy(2 * time.Second)
+	p := s.waitPolicy(nil)
+	if age := p.CreationTimestamp.Sub(up.CreationTimestamp.Time); age < 2*time.Second { // timestamps are whole seconds
+		t.Errorf("policy created %v after the upstream Service, want at least the settle time (3s)", age)
+	}
+	if !strings.Contains(strings.Join(s.events(ReasonWaiting), "\n"), "younger than 3s") {
+		t.Errorf("waiting events %q do not say why", s.events(ReasonWaiting))
+	}
+}
+
 // TestRolloutWithSamePortsKeepsPolicy: a template change that keeps the
 // ports (a restart, a new image) leaves the policy alone.
 func TestRolloutWithSamePortsKeepsPolicy(t *testing.T) {

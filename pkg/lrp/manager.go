@@ -73,6 +73,9 @@ type Options struct {
 	// Recheck is how soon to look again when Cilium is misconfigured;
 	// default one minute.
 	Recheck time.Duration
+	// UpstreamSettle is how old kube-dns-upstream must be before a policy
+	// is created; default 5s.
+	UpstreamSettle time.Duration
 
 	// skipNameValidation lets tests run several managers in one process.
 	skipNameValidation bool
@@ -119,8 +122,9 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 		c = wrap(c)
 	}
 	r := &Reconciler{
-		Client:  c,
-		Recheck: o.Recheck,
+		Client:         c,
+		Recheck:        o.Recheck,
+		UpstreamSettle: o.UpstreamSettle,
 
 		skipNameValidation: o.skipNameValidation,
 		APIReader:          mgr.GetAPIReader(),

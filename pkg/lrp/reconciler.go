@@ -54,6 +54,8 @@ type Reconciler struct {
 	Cilium    CiliumNames
 	// Recheck overrides defaultRecheck when positive.
 	Recheck time.Duration
+	// UpstreamSettle overrides upstreamSettle when positive.
+	UpstreamSettle time.Duration
 
 	// watching is set at setup when policies are watched.
 	watching bool
@@ -138,7 +140,7 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	upstreamUID, err := r.applyUpstream(ctx, ds, upstream)
+	current, err := r.applyUpstream(ctx, ds, upstream)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -151,7 +153,11 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 	if check.warned {
 		res.RequeueAfter = r.recheck()
 	}
-	return res, r.ensurePolicy(ctx, ds, cur, policy, upstreamUID)
+	retry, err := r.ensurePolicy(ctx, ds, cur, policy, current)
+	if retry > 0 && (res.RequeueAfter == 0 || retry < res.RequeueAfter) {
+		res.RequeueAfter = retry
+	}
+	return res, err
 }
 
 // currentPolicy is our policy, or nil when there is none.
@@ -188,11 +194,11 @@ func (r *Reconciler) key(name string) types.NamespacedName {
 // redirect with no backend. The policy is deleted instead (clients fall back
 // to kube-dns), and created again only once every node runs the current pod
 // template (see cacheReady).
-func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur, want *ciliumv2.CiliumLocalRedirectPolicy, upstreamUID types.UID) error {
+func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur, want *ciliumv2.CiliumLocalRedirectPolicy, upstream *corev1.Service) (time.Duration, error) {
 	log := logf.FromContext(ctx)
 	if cur != nil && specChanged(cur, want) {
 		if err := r.Client.Delete(ctx, cur, client.Preconditions{UID: &cur.UID}); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("failed to delete CiliumLocalRedirectPolicy %s to change its ports: %w", klog.KObj(cur), err)
+			return 0, fmt.Errorf("failed to delete CiliumLocalRedirectPolicy %s to change its ports: %w", klog.KObj(cur), err)
 		}
 		r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonWithdrawn, "Delete",
 			"the redirect changes (frontend %s -> %s, backend %s -> %s) and its spec is immutable: withdrawn, DNS goes to %s until every %s pod runs the new template, then re-created",
@@ -203,36 +209,36 @@ func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur
 		cur = nil
 	}
 	if cur == nil {
-		w, err := r.cacheReady(ctx, ds, upstreamUID)
+		w, err := r.cacheReady(ctx, ds, upstream)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if w != (wait{}) {
-			if w != r.waiting {
+			if w.action != r.waiting.action || w.note != r.waiting.note {
 				r.waiting = w
 				r.Events.Eventf(ds, nil, corev1.EventTypeNormal, ReasonWaiting, w.action, "not redirecting yet: %s", w.note)
 				log.Info("not redirecting yet", "reason", w.note, "daemonset", klog.KObj(ds))
 			}
-			return nil
+			return w.retry, nil
 		}
 		r.waiting = wait{}
 		if err := r.apply(ctx, want); err != nil {
-			return err
+			return 0, err
 		}
 		r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonCreated, "Create",
 			"redirecting Service %s/%s (%s) to the local %s pod (%s)", r.Names.Namespace, r.Names.KubeDNSService,
 			describePolicyPorts(want.Spec.RedirectFrontend.ServiceMatcher), ds.Name, describeBackendPorts(want.Spec.RedirectBackend.ToPorts))
 		log.Info("created CiliumLocalRedirectPolicy", "policy", klog.KObj(want))
-		return nil
+		return 0, nil
 	}
 	if cur.Spec.Description != want.Spec.Description || metadataDrifted(&cur.ObjectMeta, &want.ObjectMeta) {
 		if err := r.apply(ctx, want); err != nil {
-			return err
+			return 0, err
 		}
 		r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonRepaired, "Update", "restored the managed labels, owner reference or description of %s", want.Name)
 		log.Info("repaired CiliumLocalRedirectPolicy metadata", "policy", klog.KObj(want))
 	}
-	return nil
+	return 0, nil
 }
 
 // specChanged reports whether an immutable field differs.

@@ -181,7 +181,7 @@ func (s *scenario) startController(cfg *rest.Config, mutate ...func(*Options)) {
 	o := Options{
 		Names:   s.names,
 		Cilium:  CiliumNames{Namespace: s.ns, ConfigMap: "cilium-config", DaemonSet: "cilium"},
-		Recheck: 300 * time.Millisecond, MetricsAddr: "0", HealthAddr: "0",
+		Recheck: 300 * time.Millisecond, UpstreamSettle: 300 * time.Millisecond, MetricsAddr: "0", HealthAddr: "0",
 		skipNameValidation: true,
 	}
 	for _, m := range mutate {
