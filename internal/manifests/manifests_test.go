@@ -319,3 +319,61 @@ func keys(m map[string]string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestKubeDNSFlavours: for each kube-dns as distributions ship it, the
+// install with its component gives the controller a redirect it can build
+// (no PortMismatch), and both binaries accept the changed arguments. Without
+// the component, the same kube-dns is a PortMismatch.
+func TestKubeDNSFlavours(t *testing.T) {
+	helmChart := func(name string) *corev1.Service {
+		s := stockKubeDNS()
+		s.Name = name
+		s.Spec.Ports[0].Name, s.Spec.Ports[1].Name = "udp-53", "tcp-53"
+		return s
+	}
+	for _, tc := range []struct {
+		name, component, kubeDNSArg string
+		kubeDNS                     *corev1.Service
+	}{
+		{"kubeadm", "", "", stockKubeDNS()},
+		{"CoreDNS Helm chart", "components/kube-dns-udp-53", "", helmChart("kube-dns")},
+		{"RKE2", "components/rke2", "--kube-dns-service=rke2-coredns-rke2-coredns", helmChart("rke2-coredns-rke2-coredns")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var components []string
+			if tc.component != "" {
+				components = append(components, tc.component)
+				if _, err := lrp.DesiredPolicy(lrp.DefaultNames(), tc.kubeDNS, typed[appsv1.DaemonSet](t, render(t), "DaemonSet", "node-local-dns")); err == nil {
+					t.Errorf("without %s the controller builds a redirect for this kube-dns; want a PortMismatch", tc.component)
+				}
+			}
+			objs := render(t, components...)
+			ds := typed[appsv1.DaemonSet](t, objs, "DaemonSet", "node-local-dns")
+			p, err := lrp.DesiredPolicy(lrp.DefaultNames(), tc.kubeDNS, ds)
+			if err != nil {
+				t.Fatalf("the controller cannot build the redirect: %v", err)
+			}
+			if got := p.Spec.RedirectFrontend.ServiceMatcher.ToPorts[0].Name; got != tc.kubeDNS.Spec.Ports[0].Name {
+				t.Errorf("frontend port %q, want %q", got, tc.kubeDNS.Spec.Ports[0].Name)
+			}
+			d := typed[appsv1.Deployment](t, objs, "Deployment", "lrpdns-controller")
+			for what, args := range map[string][]string{"DaemonSet": ds.Spec.Template.Spec.Containers[0].Args, "controller": d.Spec.Template.Spec.Containers[0].Args} {
+				if tc.kubeDNSArg != "" && !slices.Contains(args, tc.kubeDNSArg) {
+					t.Errorf("%s args %v lack %s", what, args, tc.kubeDNSArg)
+				}
+			}
+			cargs := append(slices.Clone(d.Spec.Template.Spec.Containers[0].Args), "-h")
+			if err := app.Run(context.Background(), cargs, io.Discard, io.Discard); err != nil {
+				t.Errorf("lrpdns %v: %v", cargs, err)
+			}
+			resolv := filepath.Join(t.TempDir(), "resolv.conf")
+			if err := os.WriteFile(resolv, []byte("nameserver 10.99.0.1\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args := append(append([]string{"render"}, ds.Spec.Template.Spec.Containers[0].Args...), "--resolv-conf", resolv, "--cluster-dns", "10.96.0.11")
+			if err := nodecacheapp.Run(context.Background(), args, io.Discard, io.Discard); err != nil {
+				t.Errorf("node-cache %v: %v", args, err)
+			}
+		})
+	}
+}

@@ -150,8 +150,9 @@ func DesiredPolicy(n Names, kubeDNS *corev1.Service, ds *appsv1.DaemonSet) (*cil
 		}
 		cp, ok := containerPorts[p.Name+"/"+string(p.Protocol)]
 		if !ok {
-			return nil, portErrorf("Service %s/%s port %q (%d/%s) has no containerPort named %q with protocol %s in DaemonSet %s/%s (its named container ports: %s); without it the redirect has no backend and DNS silently stays on kube-dns",
-				kubeDNS.Namespace, kubeDNS.Name, p.Name, p.Port, p.Protocol, p.Name, p.Protocol, ds.Namespace, ds.Name, describeContainerPorts(ds))
+			return nil, portErrorf("Service %s/%s port %q (%d/%s) has no containerPort named %q with protocol %s in DaemonSet %s/%s (its named container ports: %s); without it the redirect has no backend and DNS silently stays on kube-dns. Name the cache's DNS container ports %s%s",
+				kubeDNS.Namespace, kubeDNS.Name, p.Name, p.Port, p.Protocol, p.Name, p.Protocol, ds.Namespace, ds.Name, describeContainerPorts(ds),
+				wantedNames(ports), componentHint(ports))
 		}
 		front = append(front, ciliumv2.PortInfo{Port: strconv.Itoa(int(p.Port)), Protocol: api.L4Proto(p.Protocol), Name: p.Name})
 		back = append(back, ciliumv2.PortInfo{Port: strconv.Itoa(int(cp.ContainerPort)), Protocol: api.L4Proto(p.Protocol), Name: p.Name})
@@ -211,4 +212,28 @@ func describeContainerPorts(ds *appsv1.DaemonSet) string {
 		return "none"
 	}
 	return strings.Join(s, ", ")
+}
+
+// wantedNames says which names the cache's DNS container ports need.
+func wantedNames(ports []corev1.ServicePort) string {
+	var s []string
+	for _, p := range ports {
+		s = append(s, fmt.Sprintf("%q (%s)", p.Name, p.Protocol))
+	}
+	return strings.Join(s, " and ")
+}
+
+// componentHint names the shipped kustomize component for known names.
+func componentHint(ports []corev1.ServicePort) string {
+	var names []string
+	for _, p := range ports {
+		names = append(names, p.Name)
+	}
+	switch strings.Join(names, ",") {
+	case "udp-53,tcp-53":
+		return ": kubectl apply -k an overlay with the component manifests/components/kube-dns-udp-53 (or manifests/components/rke2 on RKE2)"
+	case "dns,dns-tcp":
+		return ": the names manifests/ ships"
+	}
+	return ""
 }

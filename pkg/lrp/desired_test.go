@@ -52,7 +52,10 @@ func TestDesiredPolicyErrors(t *testing.T) {
 	}{
 		{"no DNS port", kubeDNSFixture(metrics9153), dsFixture(cacheUDP, cacheTCP), []string{"has no DNS port", `"metrics" 9153/TCP`}},
 		{"unnamed kube-dns port", kubeDNSFixture(corev1.ServicePort{Protocol: corev1.ProtocolUDP, Port: 53}), dsFixture(cacheUDP), []string{"port 53/UDP has no name", "name it"}},
-		{"no container port of that name", kubeDNSFixture(udp53, tcp53), dsFixture(cacheUDP), []string{`port "dns-tcp" (53/TCP) has no containerPort named "dns-tcp"`, `"dns" 5353/UDP`}},
+		{"no container port of that name", kubeDNSFixture(udp53, tcp53), dsFixture(cacheUDP), []string{`port "dns-tcp" (53/TCP) has no containerPort named "dns-tcp"`, `"dns" 5353/UDP`, `Name the cache's DNS container ports "dns" (UDP) and "dns-tcp" (TCP)`}},
+		{"Helm chart names", kubeDNSFixture(
+			corev1.ServicePort{Name: "udp-53", Protocol: corev1.ProtocolUDP, Port: 53}, corev1.ServicePort{Name: "tcp-53", Protocol: corev1.ProtocolTCP, Port: 53}),
+			dsFixture(cacheUDP, cacheTCP), []string{`"udp-53" (UDP) and "tcp-53" (TCP)`, "manifests/components/kube-dns-udp-53"}},
 		{"name matches, protocol does not", kubeDNSFixture(udp53), dsFixture(corev1.ContainerPort{Name: "dns", Protocol: corev1.ProtocolTCP, ContainerPort: 5353}), []string{`no containerPort named "dns" with protocol UDP`}},
 		{"no pod selector", kubeDNSFixture(udp53, tcp53), noSelector, []string{"has no pod selector"}},
 	} {
