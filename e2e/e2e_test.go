@@ -85,8 +85,9 @@ func TestE2E(t *testing.T) {
 // queryMix is what every scenario asks, each with the answer it must get:
 // cluster names (their ClusterIPs), a never-seen cluster name per round (a
 // pod name CoreDNS answers with the address it spells: always a cache miss),
-// and an external name (the node resolver's answer, where the provider
-// knows it: LRPDNS_E2E_EXTERNAL_ANSWER). The lab's node resolver refuses
+// an external name and a never-seen external name per round (the node
+// resolver's answer, where the provider knows it:
+// LRPDNS_E2E_EXTERNAL_ANSWER). The lab's node resolver refuses
 // cluster names, so one sent the wrong way fails.
 func (s *suite) queryMix(t *testing.T) []string {
 	mix := []string{"--fresh", "default.pod.cluster.local"}
@@ -97,11 +98,14 @@ func (s *suite) queryMix(t *testing.T) []string {
 		}
 		mix = append(mix, fmt.Sprintf("%s.%s.svc.cluster.local=%s", key.Name, key.Namespace, svc.Spec.ClusterIP))
 	}
-	external := "example.com"
+	// An external name, and a never-seen one each round (a miss to the
+	// node's resolvers).
+	external, fresh := "example.com", "example.com"
 	if a := os.Getenv("LRPDNS_E2E_EXTERNAL_ANSWER"); a != "" {
 		external += "=" + a
+		fresh += "=" + a
 	}
-	return append(mix, external)
+	return append(mix, "--fresh-external", fresh, external)
 }
 
 // underLoad runs the query mix from the client for d while action runs
@@ -502,6 +506,7 @@ func (s *suite) verifyPasses(t *testing.T) {
 	var results verify.Report
 	start := time.Now()
 	rounds := 0
+	failed := map[string]int{} // check -> rounds it failed in
 	waitFor(t, 3*time.Minute, "verify to pass", func() bool {
 		rounds++
 		round := time.Now()
@@ -514,9 +519,17 @@ func (s *suite) verifyPasses(t *testing.T) {
 			t.Logf("verify: %v", err)
 			return false
 		}
+		for _, n := range results.Nodes {
+			for _, c := range n.Checks {
+				if c.Status == verify.Fail || (c.Status == verify.NoData && !c.Optional) {
+					failed[c.Name+" "+string(c.Status)]++
+				}
+			}
+		}
 		return results.Passed()
 	}, func() { t.Logf("last lrpdns verify:\n%s", report(results)) })
-	t.Logf("lrpdns verify passed after %v (%d rounds of 20 queries):\n%s", time.Since(start).Round(time.Second), rounds, report(results))
+	t.Logf("lrpdns verify passed after %v (%d rounds of 20 queries; checks that failed in earlier rounds: %v):\n%s",
+		time.Since(start).Round(time.Second), rounds, failed, report(results))
 }
 
 // upstreamDeleted deletes kube-dns-upstream: the controller re-creates it on

@@ -96,18 +96,27 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	count := fs.Int("count", 0, "stop after this many queries")
 	timeout := fs.Duration("timeout", 2*time.Second, "per-query timeout (a timeout is a failure)")
 	fresh := fs.String("fresh", "", "add a never-seen pod name under `SUFFIX` (e.g. default.pod.cluster.local) to each round, checked against the address it spells")
+	freshExternal := fs.String("fresh-external", "", "add a never-seen name under `SUFFIX[=WANT]` (e.g. example.com=198.51.100.53) to each round: an external cache miss")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	targets := parseTargets(fs.Args())
-	if (len(targets) == 0 && *fresh == "") || (*duration <= 0 && *count <= 0) {
-		return errors.New("probe: give NAME[=WANT]... or --fresh, and --duration or --count")
+	if (len(targets) == 0 && *fresh == "" && *freshExternal == "") || (*duration <= 0 && *count <= 0) {
+		return errors.New("probe: give NAME[=WANT]..., --fresh or --fresh-external, and --duration or --count")
 	}
 	run := rand.IntN(254) + 1 //nolint:gosec // not a secret: keeps runs' names apart
-	round := len(targets)
+	// Each round: the named targets, then the never-seen names.
+	var makers []func(n int) probeTarget
 	if *fresh != "" {
-		round++
+		makers = append(makers, func(n int) probeTarget { return freshName(*fresh, run, n) })
 	}
+	if *freshExternal != "" {
+		suffix, want, _ := strings.Cut(*freshExternal, "=")
+		makers = append(makers, func(n int) probeTarget {
+			return probeTarget{name: dns.Fqdn(fmt.Sprintf("r%d-%d.%s", run, n, suffix)), want: want}
+		})
+	}
+	round := len(targets) + len(makers)
 	addr := *server
 	if addr == "" {
 		rc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
@@ -133,7 +142,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if j := i % round; j < len(targets) {
 			t = targets[j]
 		} else {
-			t = freshName(*fresh, run, i/round)
+			t = makers[j-len(targets)](i / round)
 		}
 		m := new(dns.Msg)
 		m.SetQuestion(t.name, dns.TypeA)

@@ -97,3 +97,28 @@ func TestFreshNameSpellsItsAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeFreshExternalNames: --fresh-external adds a never-seen name under
+// the suffix to each round, checked against the wanted answer.
+func TestProbeFreshExternalNames(t *testing.T) {
+	t.Parallel()
+	s, err := dnstest.Start(dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out bytes.Buffer
+	args := []string{"probe", "--server", s.Addr.String(), "--count", "6", "--interval", "0s", "--fresh-external", "example.com=192.0.2.7", "a.example.org=192.0.2.7"}
+	if err := Run(context.Background(), args, &out, io.Discard); err != nil {
+		t.Fatalf("probe: %v\n%s", err, out.String())
+	}
+	seen := map[string]bool{}
+	for _, q := range s.Queries() {
+		if strings.HasSuffix(q.Name, ".example.com.") {
+			seen[q.Name] = true
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("never-seen external names %v, want 3 different ones in 3 rounds", seen)
+	}
+}
