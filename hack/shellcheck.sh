@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck on every script under hack/ and .ci/. Installs it from Debian's
+# Runs shellcheck on every script under hack/ and .ci/. Installs it from Debian's
 # packages when missing and root.
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "$0")/.."

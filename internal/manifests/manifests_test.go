@@ -311,15 +311,6 @@ func TestUpstreamServiceNotShipped(t *testing.T) {
 	}
 }
 
-func keys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // TestKubeDNSFlavours: for each kube-dns as distributions ship it, the
 // install with its component gives the controller a redirect it can build
 // (no PortMismatch), and both binaries accept the changed arguments. Without

@@ -38,7 +38,6 @@ func derive(flows []*observerpb.GetFlowsResponse, edit func(*flowpb.Flow) bool) 
 func drop(f *flowpb.Flow, reason flowpb.DropReason) {
 	f.Verdict = flowpb.Verdict_DROPPED
 	f.DropReasonDesc = reason
-	f.DropReason = uint32(reason)
 	f.EventType = &flowpb.CiliumEventType{Type: 1, SubType: int32(reason)}
 	f.TraceObservationPoint = flowpb.TraceObservationPoint_UNKNOWN_POINT
 	f.IsReply = nil
@@ -218,10 +217,10 @@ func TestCacheWithCustomLabelsInAnotherNamespace(t *testing.T) {
 			return
 		}
 		for i, l := range e.Labels {
-			switch {
-			case l == cacheLabel:
+			switch l {
+			case cacheLabel:
 				e.Labels[i] = "k8s:app.kubernetes.io/name=dns-cache"
-			case l == "k8s:io.kubernetes.pod.namespace=kube-system":
+			case "k8s:io.kubernetes.pod.namespace=kube-system":
 				e.Labels[i] = "k8s:io.kubernetes.pod.namespace=dns-cache"
 			}
 		}
