@@ -93,7 +93,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			return err
 		}
 		// Flags on the command line win over what the cluster says.
-		fs.Visit(func(fl *flag.Flag) { _ = discovered.setFrom(fl.Name, &c) })
+		fs.Visit(func(fl *flag.Flag) { discovered.setFrom(fl.Name, &c) })
 		c = discovered.Config
 		if discovered.note != "" {
 			fmt.Fprintln(stderr, "verify:", discovered.note)
@@ -191,7 +191,7 @@ type discovered struct {
 }
 
 // setFrom copies the flag's field from c, so that a flag given wins.
-func (d *discovered) setFrom(flagName string, c *verify.Config) error {
+func (d *discovered) setFrom(flagName string, c *verify.Config) {
 	switch flagName {
 	case "cache-namespace":
 		d.CacheNamespace = c.CacheNamespace
@@ -206,7 +206,6 @@ func (d *discovered) setFrom(flagName string, c *verify.Config) error {
 	case "cluster-domain":
 		d.ClusterDomain = c.ClusterDomain
 	}
-	return nil
 }
 
 func discover(ctx context.Context, cfg *rest.Config, n verify.Names) (discovered, error) {
