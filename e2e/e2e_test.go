@@ -105,7 +105,8 @@ func (s *suite) queryMix(t *testing.T) []string {
 		external += "=" + a
 		fresh += "=" + a
 	}
-	return append(mix, "--fresh-external", fresh, external)
+	// Flags before names: the flag package stops at the first name.
+	return append([]string{"--fresh-external", fresh}, append(mix, external)...)
 }
 
 // underLoad runs the query mix from the client for d while action runs

@@ -100,6 +100,11 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	for _, a := range fs.Args() {
+		if strings.HasPrefix(a, "-") {
+			return fmt.Errorf("probe: flag %q after the names: give flags first", a)
+		}
+	}
 	targets := parseTargets(fs.Args())
 	if (len(targets) == 0 && *fresh == "" && *freshExternal == "") || (*duration <= 0 && *count <= 0) {
 		return errors.New("probe: give NAME[=WANT]..., --fresh or --fresh-external, and --duration or --count")

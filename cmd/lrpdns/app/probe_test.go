@@ -122,3 +122,13 @@ func TestProbeFreshExternalNames(t *testing.T) {
 		t.Errorf("never-seen external names %v, want 3 different ones in 3 rounds", seen)
 	}
 }
+
+// TestProbeFlagAfterNames: the flag package stops at the first name, so a
+// flag after one would be asked as a name; the probe refuses it.
+func TestProbeFlagAfterNames(t *testing.T) {
+	t.Parallel()
+	err := Run(context.Background(), []string{"probe", "--count", "1", "a.example.com", "--fresh-external", "example.com"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `flag "--fresh-external" after the names`) {
+		t.Errorf("error = %v, want the misplaced flag named", err)
+	}
+}
