@@ -667,31 +667,11 @@ func (s *suite) saveFlows(t *testing.T, scenario string, since time.Duration) {
 	}
 }
 
-// saveArtifacts keeps flows and logs of a failed run in LRPDNS_E2E_ARTIFACTS.
+// saveArtifacts keeps the last 15 minutes of DNS flows of a failed run in
+// LRPDNS_E2E_ARTIFACTS (lrpdns verify --flows reads them).
 func (s *suite) saveArtifacts(t *testing.T) {
-	dir := os.Getenv("LRPDNS_E2E_ARTIFACTS")
-	if !t.Failed() || dir == "" {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Log(err)
-		return
-	}
-	flows, err := verify.FromServer(ctx, s.cluster.HubbleServer(), 15*time.Minute, verify.DefaultConfig())
-	if err != nil {
-		t.Logf("saving flows: %v", err)
-	}
-	var b strings.Builder
-	for _, f := range flows {
-		line, _ := protojson.Marshal(f)
-		b.Write(line)
-		b.WriteByte('\n')
-	}
-	path := filepath.Join(dir, "flows.jsonpb")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err == nil {
-		t.Logf("saved %d flows to %s (lrpdns verify --flows %s)", len(flows), path, path)
+	if t.Failed() {
+		s.saveFlows(t, "flows", 15*time.Minute)
 	}
 }
 

@@ -19,6 +19,10 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
+// pinPatience is how long the controller keeps asking for kube-dns-upstream's
+// previous address before it gives up and takes a new one.
+const pinPatience = 30 * time.Second
+
 // applyUpstream creates or repairs kube-dns-upstream. Its address is what
 // every running cache forwards cluster names to (the kubelet put it in their
 // environment at start), so a Service that went away is re-created on the
@@ -182,7 +186,3 @@ func metadataDrifted(cur, want *metav1.ObjectMeta) bool {
 	}
 	return false
 }
-
-// pinPatience is how long the controller keeps asking for kube-dns-upstream's
-// previous address before it gives up and takes a new one.
-const pinPatience = 30 * time.Second

@@ -22,7 +22,7 @@ const discoverInterval = time.Second
 // not send these queries to itself: they reach CoreDNS, or a ready cache on
 // the node.
 func (o *Options) DiscoverClusterDNS(ctx context.Context, log *slog.Logger) error {
-	if len(o.ClusterDNS) > 0 || o.getenv(upstreamEnvPrefix(o.UpstreamService)+"HOST") != "" {
+	if len(o.ClusterDNS) > 0 || o.getenv(serviceEnvPrefix(o.UpstreamService)+"HOST") != "" {
 		return nil
 	}
 	servers, from, err := o.kubeDNSAddrs()
@@ -68,7 +68,7 @@ func (o *Options) DiscoverClusterDNS(ctx context.Context, log *slog.Logger) erro
 
 // kubeDNSPort is the kube-dns Service's DNS port from its service links, or 53.
 func (o *Options) kubeDNSPort() uint16 {
-	prefix := upstreamEnvPrefix(o.KubeDNSService)
+	prefix := serviceEnvPrefix(o.KubeDNSService)
 	for _, k := range []string{prefix + "PORT_DNS", prefix + "PORT"} {
 		var p uint16
 		if _, err := fmt.Sscan(o.getenv(k), &p); err == nil && p != 0 {

@@ -73,11 +73,11 @@ func clusterDNSSource(o *Options) string {
 	if len(o.ClusterDNS) > 0 {
 		return "--cluster-dns"
 	}
-	return upstreamEnvPrefix(o.UpstreamService) + "HOST"
+	return serviceEnvPrefix(o.UpstreamService) + "HOST"
 }
 
-// upstreamEnvPrefix is the prefix of a Service's service-link variables.
-func upstreamEnvPrefix(service string) string {
+// serviceEnvPrefix is the prefix of a Service's service-link variables.
+func serviceEnvPrefix(service string) string {
 	return strings.ToUpper(strings.ReplaceAll(service, "-", "_")) + "_SERVICE_"
 }
 
@@ -112,7 +112,7 @@ func (o *Options) clusterDNS() ([]netip.AddrPort, error) {
 	if len(out) > 0 {
 		return out, nil
 	}
-	prefix := upstreamEnvPrefix(o.UpstreamService)
+	prefix := serviceEnvPrefix(o.UpstreamService)
 	host := o.getenv(prefix + "HOST")
 	if host == "" {
 		return nil, fmt.Errorf("no cluster DNS: --cluster-dns is empty and %sHOST is unset; "+

@@ -59,7 +59,7 @@ func (o *Options) kubeDNSAddrs() ([]netip.Addr, string, error) {
 		}
 		return out, "--kube-dns-ips", nil
 	}
-	env := upstreamEnvPrefix(o.KubeDNSService) + "HOST"
+	env := serviceEnvPrefix(o.KubeDNSService) + "HOST"
 	host := o.getenv(env)
 	if host == "" {
 		return nil, "", nil

@@ -88,15 +88,18 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 	}
 	if cfg != nil {
-		discovered, err := discover(ctx, cfg, f.names)
+		discovered, note, err := discover(ctx, cfg, f.names)
 		if err != nil {
 			return err
 		}
-		// Flags on the command line win over what the cluster says.
-		fs.Visit(func(fl *flag.Flag) { discovered.setFrom(fl.Name, &c) })
-		c = discovered.Config
-		if discovered.note != "" {
-			fmt.Fprintln(stderr, "verify:", discovered.note)
+		if note != "" {
+			fmt.Fprintln(stderr, "verify:", note)
+		}
+		// Flags on the command line win over what the cluster says: parse
+		// them again, over it (the flags are bound to c's fields).
+		c = discovered
+		if err := fs.Parse(args); err != nil {
+			return err
 		}
 	}
 	if err := f.apply(&c, set); err != nil {
@@ -185,41 +188,18 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return ctrl.GetConfig()
 }
 
-type discovered struct {
-	verify.Config
-	note string
-}
-
-// setFrom copies the flag's field from c, so that a flag given wins.
-func (d *discovered) setFrom(flagName string, c *verify.Config) {
-	switch flagName {
-	case "cache-namespace":
-		d.CacheNamespace = c.CacheNamespace
-	case "kube-dns-namespace":
-		d.KubeDNSNamespace = c.KubeDNSNamespace
-	case "cache-selector":
-		d.CacheSelector = c.CacheSelector
-	case "kube-dns-selector":
-		d.KubeDNSSelector = c.KubeDNSSelector
-	case "cache-port":
-		d.CachePort = c.CachePort
-	case "cluster-domain":
-		d.ClusterDomain = c.ClusterDomain
-	}
-}
-
-func discover(ctx context.Context, cfg *rest.Config, n verify.Names) (discovered, error) {
+func discover(ctx context.Context, cfg *rest.Config, n verify.Names) (verify.Config, string, error) {
 	scheme, err := lrp.Scheme()
 	if err != nil {
-		return discovered{}, err
+		return verify.Config{}, "", err
 	}
 	cl, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
-		return discovered{}, fmt.Errorf("verify: failed to create a client: %w", err)
+		return verify.Config{}, "", fmt.Errorf("verify: failed to create a client: %w", err)
 	}
 	c, note, err := verify.Discover(ctx, cl, n)
 	if err != nil {
-		return discovered{}, fmt.Errorf("verify: %w", err)
+		return verify.Config{}, "", fmt.Errorf("verify: %w", err)
 	}
-	return discovered{c, note}, nil
+	return c, note, nil
 }

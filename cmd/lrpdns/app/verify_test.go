@@ -134,4 +134,10 @@ func TestVerifyReadsTheCluster(t *testing.T) {
 	if out, err := run("--kube-dns-ports", "53"); err != nil {
 		t.Errorf("--kube-dns-ports 53 over the cluster's 1053: %v, want the flag to win\n%s", err, out)
 	}
+	// A flag bound to the configuration wins too: the recording's cache is
+	// on 5353, the policy says 5353, the flag says 5354.
+	out, err = run("--kube-dns-ports", "53", "--cache-port", "5354")
+	if !errors.Is(err, ErrVerifyFailed) || !strings.Contains(out, "on port 53/5354") {
+		t.Errorf("--cache-port 5354 over the policy's 5353: %v, want a FAIL that checks 5354\n%s", err, out)
+	}
 }
