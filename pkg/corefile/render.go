@@ -69,7 +69,7 @@ var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.Fun
         serve_stale {{ dur .Cache.StaleMaxAge }} {{ .Cache.StaleMode }}{{ if eq .Cache.StaleMode "verify" }} {{ dur .Cache.StaleVerifyTimeout }}{{ end }} {{ secs .Cache.StaleTTL }}s
 {{- end }}
     }
-    loop
+    loopguard
 {{- end }}`))
 
 type view struct {

@@ -139,6 +139,13 @@ func (h *harness) metric(prefix string) (string, float64) {
 	return "", 0
 }
 
+// metricLine is the name and labels of the sample that starts with prefix.
+func (h *harness) metricLine(prefix string) string {
+	h.t.Helper()
+	line, _ := h.metric(prefix)
+	return line
+}
+
 // eventually polls cond every 50ms for up to d.
 func eventually(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)

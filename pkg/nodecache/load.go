@@ -51,7 +51,7 @@ func (o *Options) Config() (*corefile.Config, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	g, err := o.loopGuard(c)
+	g, err := o.upstreamRules(c)
 	if err != nil {
 		return nil, err
 	}

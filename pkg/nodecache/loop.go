@@ -9,10 +9,10 @@ import (
 	"github.com/lrpdns/lrpdns/pkg/corefile"
 )
 
-// loopGuard knows where no upstream may be: an upstream there sends the
-// cache's own forwards back into it (CoreDNS's loop plugin then stops the
+// upstreamRules know where no upstream may be: an upstream there sends the
+// cache's own forwards back into it (CoreDNS's loop plugin would stop the
 // process, on every node at once), or is out of the pod's reach.
-type loopGuard struct {
+type upstreamRules struct {
 	// kubeDNS are the cluster DNS Service's addresses: the redirect sends
 	// their DNS traffic, this cache's own forwards included, to this cache.
 	kubeDNS     []netip.Addr
@@ -24,8 +24,8 @@ type loopGuard struct {
 	allowLoopback bool
 }
 
-func (o *Options) loopGuard(c *corefile.Config) (loopGuard, error) {
-	g := loopGuard{port: c.Port, allowLoopback: o.AllowLoopbackResolvers}
+func (o *Options) upstreamRules(c *corefile.Config) (upstreamRules, error) {
+	g := upstreamRules{port: c.Port, allowLoopback: o.AllowLoopbackResolvers}
 	var err error
 	if g.kubeDNS, g.kubeDNSFrom, err = o.kubeDNSAddrs(); err != nil {
 		return g, err
@@ -73,7 +73,7 @@ func (o *Options) kubeDNSAddrs() ([]netip.Addr, string, error) {
 
 // check refuses the first server in servers that loops or cannot be reached;
 // field names where the servers came from.
-func (g loopGuard) check(field string, servers []netip.AddrPort) error {
+func (g upstreamRules) check(field string, servers []netip.AddrPort) error {
 	for _, s := range servers {
 		a := s.Addr().Unmap()
 		switch {

@@ -3,6 +3,7 @@ package nodecache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/lrpdns/lrpdns/pkg/corefile"
 	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/coredns"
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/loopguard"
 )
 
 // debounce collects the burst of events a ConfigMap update makes (new data
@@ -29,6 +31,13 @@ type Server struct {
 	gen     int
 	lastErr string // the refused input last logged, so it is logged once
 	hup     <-chan os.Signal
+
+	// A loop shows only once a configuration runs (its guards' probes), so
+	// the one before it is kept to go back to, and the looping one is
+	// refused until the inputs change.
+	current, previous []byte
+	refused           string // hash of the Corefile refused for a loop
+	refusedErr        error
 }
 
 // Start reads the inputs and starts serving them. Unlike a reload, invalid
@@ -81,6 +90,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		case sig := <-s.hup:
 			s.log.Info("reloading on signal", "signal", sig.String())
 			s.reload()
+		case l := <-s.inst.Loops():
+			s.loopFound(l)
 		}
 	}
 }
@@ -89,29 +100,64 @@ func (s *Server) Serve(ctx context.Context) error {
 // goes wrong leaves the running configuration serving.
 func (s *Server) reload() {
 	text, err := s.opts.Corefile()
-	if err == nil && corefile.Hash(text) == s.active {
+	switch {
+	case err == nil && corefile.Hash(text) == s.refused:
+		err = s.refusedErr
+	case err == nil && corefile.Hash(text) == s.active:
 		s.lastErr = ""
 		configLastReloadOK.Set(1)
 		return
-	}
-	if err == nil {
+	case err == nil:
 		err = s.inst.Restart(text)
 	}
 	if err != nil {
-		configLastReloadOK.Set(0)
-		if err.Error() != s.lastErr {
-			s.lastErr = err.Error()
-			configErrors.Inc()
-			s.log.Error("refused new configuration; still serving the last good one", "err", err, "config", s.active)
-		}
+		s.refuse(err)
 		return
 	}
 	prev := s.active
+	s.refused, s.refusedErr = "", nil // inputs changed: a loop is looked for again
 	s.applied(text)
 	s.log.Info("reloaded", "config", s.active, "previous", prev, "generation", s.gen)
 }
 
+// refuse counts and logs err once per distinct error.
+func (s *Server) refuse(err error) {
+	configLastReloadOK.Set(0)
+	if err.Error() != s.lastErr {
+		s.lastErr = err.Error()
+		configErrors.Inc()
+		s.log.Error("refused new configuration; still serving the last good one", "err", err, "config", s.active)
+	}
+}
+
+// loopFound refuses the running configuration, whose guard found a loop:
+// back to the configuration before it, or, with none (the loop was there
+// at start), on with the looping zone answering SERVFAIL.
+func (s *Server) loopFound(l loopguard.Loop) {
+	s.refused, s.refusedErr = s.active, fmt.Errorf("refused: %w", l)
+	if s.previous == nil {
+		configLastReloadOK.Set(0)
+		configErrors.Inc()
+		s.lastErr = s.refusedErr.Error()
+		s.log.Error("forwarding loop in the configuration; its zone answers SERVFAIL until the inputs change",
+			"err", l, "zone", l.Zone, "config", s.active)
+		return
+	}
+	if err := s.inst.Restart(s.previous); err != nil {
+		s.log.Error("forwarding loop in the new configuration, and the last good one failed to start again; the zone answers SERVFAIL",
+			"err", l, "zone", l.Zone, "restartErr", err, "config", s.active)
+		s.refuse(s.refusedErr)
+		return
+	}
+	looping := s.active
+	s.applied(s.previous)
+	s.previous = nil
+	s.refuse(s.refusedErr)
+	s.log.Info("back on the last good configuration", "config", s.active, "refused", looping, "generation", s.gen)
+}
+
 func (s *Server) applied(text []byte) {
+	s.previous, s.current = s.current, text
 	s.lastErr = ""
 	s.gen++
 	s.active = corefile.Hash(text)

@@ -17,9 +17,10 @@ import (
 	_ "github.com/coredns/coredns/plugin/forward"
 	_ "github.com/coredns/coredns/plugin/health"
 	_ "github.com/coredns/coredns/plugin/log"
-	_ "github.com/coredns/coredns/plugin/loop"
 	_ "github.com/coredns/coredns/plugin/metrics"
 	_ "github.com/coredns/coredns/plugin/ready"
+
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/loopguard"
 )
 
 // Directives is the curated plugin set in CoreDNS's execution order.
@@ -31,7 +32,7 @@ var Directives = []string{
 	"errors",
 	"log",
 	"cache",
-	"loop",
+	"loopguard", // CoreDNS's loop, reporting instead of exiting
 	"forward",
 }
 
@@ -87,6 +88,9 @@ func (i *Instance) Shutdown() error {
 	i.inst.Wait()
 	return errors.Join(errs...)
 }
+
+// Loops delivers the forwarding loops this instance's guards find.
+func (i *Instance) Loops() <-chan loopguard.Loop { return loopguard.Reports(i.inst) }
 
 // Addrs returns the addresses the DNS servers listen on: for each server
 // its TCP listener then its UDP socket (useful with port 0).
