@@ -19,12 +19,14 @@ import (
 	_ "github.com/coredns/coredns/plugin/log"
 	_ "github.com/coredns/coredns/plugin/metrics"
 	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/timeouts"
 
 	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/loopguard"
 )
 
 // Directives is the curated plugin set in CoreDNS's execution order.
 var Directives = []string{
+	"timeouts",
 	"bind",
 	"ready",
 	"health",
