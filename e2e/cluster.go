@@ -19,6 +19,8 @@ import (
 type Cluster interface {
 	// RESTConfig reaches the API server as an administrator.
 	RESTConfig() (*rest.Config, error)
+	// Kubeconfig is the file RESTConfig reads.
+	Kubeconfig() string
 	// HubbleServer is a Hubble observer address (Relay, or an agent socket).
 	HubbleServer() string
 	// Exec runs cmd in the pod's first container and returns its stdout.
@@ -78,6 +80,8 @@ func (c *kubectlCluster) Kustomization() string { return c.kustomization }
 func (c *kubectlCluster) RESTConfig() (*rest.Config, error) {
 	return clientcmd.BuildConfigFromFlags("", c.kubeconfig)
 }
+
+func (c *kubectlCluster) Kubeconfig() string { return c.kubeconfig }
 
 func (c *kubectlCluster) HubbleServer() string { return c.hubble }
 

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/lrpdns/lrpdns/cmd/lrpdns/app"
 	"github.com/lrpdns/lrpdns/pkg/lrp"
 	"github.com/lrpdns/lrpdns/pkg/verify"
 )
@@ -70,6 +72,7 @@ func TestE2E(t *testing.T) {
 	t.Run("policy is in place", s.policyInPlace)
 	t.Run("names resolve through the cache", s.resolve)
 	t.Run("verify passes on Hubble flows", s.verifyFlows)
+	t.Run("lrpdns verify with only --kubeconfig passes", s.verifyCLI)
 	t.Run("a policy removed by hand shows as bypass and is restored", s.bypassReported)
 	t.Run("a client policy that allows kube-dns only fails verify with the drop", s.clientPolicy)
 	// The scenarios below run under continuous queries; each prints
@@ -493,6 +496,29 @@ func (s *suite) portChange(t *testing.T) {
 	})
 	// And the queries reach a cache on 5354 again, not only kube-dns.
 	s.verifyPasses(t)
+}
+
+// verifyCLI runs `lrpdns verify --kubeconfig FILE` as a user does, through
+// the same Run as the binary: it reads the policy, the cache and kube-dns
+// from the cluster and reaches Hubble Relay by a port-forward through the
+// API server. Flows of the last five minutes (its default window) are all
+// judged, so a bypass earlier in the suite fails it too.
+func (s *suite) verifyCLI(t *testing.T) {
+	if _, err := s.probe(t.Context(), append([]string{"--count", "20", "--interval", "20ms"}, s.mix...)...); err != nil {
+		t.Logf("probe: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	var out, errOut bytes.Buffer
+	err := app.Run(t.Context(), []string{"verify", "--kubeconfig", s.cluster.Kubeconfig()}, &out, &errOut)
+	t.Logf("+ lrpdns verify --kubeconfig %s\n%s%s", s.cluster.Kubeconfig(), errOut.String(), out.String())
+	if err != nil {
+		t.Fatalf("lrpdns verify --kubeconfig: %v", err)
+	}
+	for _, want := range []string{"port-forward", "PASS"} {
+		if !strings.Contains(errOut.String()+out.String(), want) {
+			t.Errorf("lrpdns verify output lacks %q", want)
+		}
+	}
 }
 
 // verifyPasses waits for lrpdns verify to pass on the flows of one round of

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds cilium-agent, cilium-cni, cilium-dbg and hubble from the cilium
+# Builds cilium-agent, cilium-cni, cilium-dbg, hubble and hubble-relay from the cilium
 # module at the version go.mod pins, into the cache outside the clone, and
 # prints the directory. The lab runs them; nothing here downloads a release.
 set -o errexit -o nounset -o pipefail
 source "$(dirname "$0")/lib.sh"
 CILIUM_VERSION=$(cd "$REPO_ROOT" && go list -m -f '{{.Version}}' github.com/cilium/cilium)
 out="$LRPDNS_CACHE/cilium-$CILIUM_VERSION"
-want=(cilium-agent cilium-cni cilium-dbg hubble)
+want=(cilium-agent cilium-cni cilium-dbg hubble hubble-relay)
 missing=0
 for b in "${want[@]}"; do [[ -x "$out/$b" ]] || missing=1; done
 if [[ $missing == 1 ]]; then
@@ -33,6 +33,7 @@ import (
 	_ "github.com/cilium/cilium/cilium-dbg"
 	_ "github.com/cilium/cilium/daemon"
 	_ "github.com/cilium/cilium/hubble"
+	_ "github.com/cilium/cilium/hubble-relay"
 	_ "github.com/cilium/cilium/plugins/cilium-cni"
 )
 GO
@@ -40,7 +41,7 @@ GO
   cd "$work"
   export GOFLAGS=-mod=mod GOCACHE=${LRPDNS_GOCACHE:-$LRPDNS_CACHE/gocache}
   [[ -f go.sum ]] || go mod tidy >&2
-  for p in daemon:cilium-agent cilium-dbg:cilium-dbg plugins/cilium-cni:cilium-cni hubble:hubble; do
+  for p in daemon:cilium-agent cilium-dbg:cilium-dbg plugins/cilium-cni:cilium-cni hubble:hubble hubble-relay:hubble-relay; do
     pkg=${p%%:*} bin=${p##*:}
     [[ -x "$out/$bin" ]] && continue
     CGO_ENABLED=0 go build -trimpath -o "$out/$bin.tmp" "github.com/cilium/cilium/$pkg" && mv "$out/$bin.tmp" "$out/$bin"

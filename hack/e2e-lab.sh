@@ -111,7 +111,8 @@ KC
     --token-auth-file="$LAB/pki/tokens.csv" --authorization-mode=Node,RBAC --allow-privileged=true \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$LAB/pki/sa.pub" --service-account-signing-key-file="$LAB/pki/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/16 --enable-priority-and-fairness=false
+    --service-cluster-ip-range=10.96.0.0/16 --enable-priority-and-fairness=false \
+    --kubelet-preferred-address-types=InternalIP
   wait_for 120 kube-apiserver k get --raw /readyz
   log "kube-apiserver ready after $((SECONDS - t0))s"
   start kube-controller-manager "$NODE_NS" "$K8S/kube-controller-manager" --kubeconfig="$LAB/etc/kubeconfig" \
@@ -149,7 +150,7 @@ YAML
   echo '{"cniVersion":"0.3.1","name":"cilium","type":"cilium-cni","log-file":"'"$LAB"'/logs/cni.log"}' > "$LAB/etc/cni.conf"
   start lab-node "$NODE_NS" "$BIN/lab-node" run --kubeconfig "$LAB/etc/kubeconfig" --node-name "$NODE" --node-ip 10.99.0.2 \
     --dir "$LAB/node" --bin-dir "$BIN" --coredns "$COREDNS" --cilium-cni "$CILIUM_BIN/cilium-cni" \
-    --cni-conf "$LAB/etc/cni.conf" --agent-pid-file "$LAB/pids/cilium-agent" --resolv-conf "$LAB/etc/node-resolv.conf"
+    --cni-conf "$LAB/etc/cni.conf" --hubble-relay "$CILIUM_BIN/hubble-relay" --agent-pid-file "$LAB/pids/cilium-agent" --resolv-conf "$LAB/etc/node-resolv.conf"
   start resolver "$EXT_NS" "$BIN/lab-node" resolver --listen 10.99.0.1:53 --answer 198.51.100.53 --refuse cluster.local
   wait_for 60 "the Node to be Ready" node_ready
   wait_for 60 "ServiceAccounts" k -n kube-system get serviceaccount default
@@ -158,8 +159,9 @@ YAML
 
 deploy() {
   local t0=$SECONDS
-  k apply -f e2e/lab/kube-dns.yaml >/dev/null
+  k apply -f e2e/lab/kube-dns.yaml -f e2e/lab/hubble-relay.yaml >/dev/null
   k -n kube-system rollout status deploy/coredns --timeout=180s
+  k -n kube-system rollout status deploy/hubble-relay --timeout=180s
   k apply -k manifests/
   k -n kube-system rollout status ds/node-local-dns --timeout=180s
   k -n kube-system rollout status deploy/lrpdns-controller --timeout=180s

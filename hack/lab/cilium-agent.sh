@@ -32,6 +32,7 @@ exec "$1/cilium-agent" \
   --devices=node0 --direct-routing-device=node0 \
   --enable-local-redirect-policy=true \
   --enable-hubble=true --hubble-event-buffer-capacity=65535 --monitor-aggregation=none \
+  --hubble-listen-address=:4244 --hubble-disable-tls \
   --enable-health-checking=false --enable-endpoint-health-checking=false \
   --enable-l7-proxy=true --identity-allocation-mode=crd --enable-ipv4-masquerade=false
 ' "$LAB" "$CILIUM_BIN"

@@ -75,7 +75,9 @@ func forwardToService(ctx context.Context, cfg *rest.Config, namespace, name str
 		close(stop)
 		return "", nil, fmt.Errorf("failed to read the forwarded port: %w", err)
 	}
-	return "127.0.0.1:" + strconv.Itoa(int(ports[0].Local)), func() { close(stop) }, nil
+	addr := "127.0.0.1:" + strconv.Itoa(int(ports[0].Local))
+	fmt.Fprintf(log, "verify: reading flows through a port-forward to pod %s/%s port %d (Service %s/%s) at %s\n", pod.Namespace, pod.Name, port, namespace, name, addr)
+	return addr, func() { close(stop) }, nil
 }
 
 func ready(p *corev1.Pod) bool {

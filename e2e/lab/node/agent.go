@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -36,6 +38,8 @@ type Config struct {
 	ClusterDomain string
 	CNI           CNI
 	Log           *slog.Logger
+	// KubeletPort serves the port-forward API on NodeIP (0: none).
+	KubeletPort int
 }
 
 // Agent runs the pods bound to one node.
@@ -59,6 +63,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("failed to create state directory: %w", err)
 	}
 	go a.heartbeat(ctx)
+	if a.cfg.KubeletPort != 0 {
+		go func() {
+			if err := a.servePortForward(ctx, net.JoinHostPort(a.cfg.NodeIP, strconv.Itoa(a.cfg.KubeletPort))); err != nil {
+				a.cfg.Log.Error("port-forward API stopped", "err", err)
+			}
+		}()
+	}
 	factory := informers.NewSharedInformerFactoryWithOptions(a.cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.cfg.NodeName).String()
 	}))
@@ -178,8 +189,9 @@ func (a *Agent) updateNode(ctx context.Context) error {
 			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "LabNodeReady",
 			Message: "lab node agent is running", LastHeartbeatTime: now, LastTransitionTime: now,
 		}},
-		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: a.cfg.NodeIP}, {Type: corev1.NodeHostName, Address: a.cfg.NodeName}},
-		NodeInfo:  corev1.NodeSystemInfo{KubeletVersion: "v1.36.4-lab", OperatingSystem: "linux", Architecture: "amd64", ContainerRuntimeVersion: "lab://processes"},
+		Addresses:       []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: a.cfg.NodeIP}, {Type: corev1.NodeHostName, Address: a.cfg.NodeName}},
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(a.cfg.KubeletPort)}},
+		NodeInfo:        corev1.NodeSystemInfo{KubeletVersion: "v1.36.4-lab", OperatingSystem: "linux", Architecture: "amd64", ContainerRuntimeVersion: "lab://processes"},
 	}
 	patch, err := json.Marshal(map[string]any{"status": status})
 	if err != nil {

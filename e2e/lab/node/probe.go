@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"syscall"
@@ -30,8 +31,8 @@ func (p *podRuntime) probe(ctx context.Context, c *container) {
 	}{{c.spec.ReadinessProbe, true}, {c.spec.LivenessProbe, false}} {
 		switch {
 		case pr.probe == nil:
-		case pr.probe.HTTPGet == nil:
-			// Only HTTP probes are run; another kind never fails, rather
+		case pr.probe.HTTPGet == nil && pr.probe.TCPSocket == nil:
+			// Only HTTP and TCP probes are run; another kind never fails, rather
 			// than killing the container or withholding readiness.
 			p.logf("probe kind not supported; treating it as passing", "container", c.spec.Name, "readiness", pr.readiness)
 		default:
@@ -53,7 +54,7 @@ func (p *podRuntime) probe(ctx context.Context, c *container) {
 				continue
 			}
 			s.next = now.Add(time.Duration(max(s.probe.PeriodSeconds, 1)) * time.Second)
-			ok := p.httpProbe(ctx, c, s.probe)
+			ok := p.check(ctx, c, s.probe)
 			if ok {
 				s.successes, s.failures = s.successes+1, 0
 			} else {
@@ -94,7 +95,24 @@ func (p *podRuntime) probe(ctx context.Context, c *container) {
 	}
 }
 
-func (p *podRuntime) httpProbe(ctx context.Context, c *container, pr *corev1.Probe) bool {
+// check runs an HTTP probe (2xx or 3xx passes) or a TCP one (a connection
+// passes).
+func (p *podRuntime) check(ctx context.Context, c *container, pr *corev1.Probe) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(max(pr.TimeoutSeconds, 1))*time.Second)
+	defer cancel()
+	if pr.TCPSocket != nil {
+		port, ok := probePort(&c.spec, pr.TCPSocket.Port)
+		if !ok {
+			return false
+		}
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(p.ip, strconv.Itoa(port)))
+		if err != nil {
+			return false
+		}
+		_ = conn.Close()
+		return true
+	}
 	if pr.HTTPGet == nil {
 		return false
 	}
@@ -102,8 +120,6 @@ func (p *podRuntime) httpProbe(ctx context.Context, c *container, pr *corev1.Pro
 	if !ok {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(max(pr.TimeoutSeconds, 1))*time.Second)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s:%d%s", p.ip, port, pr.HTTPGet.Path), nil)
 	if err != nil {
 		return false

@@ -25,7 +25,9 @@ func (p *podRuntime) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.mu.Lock()
 	p.ip = ip
+	p.mu.Unlock()
 	mounts, err := p.volumes(ctx)
 	if err != nil {
 		return err

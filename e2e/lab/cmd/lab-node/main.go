@@ -50,11 +50,13 @@ func run(ctx context.Context, args []string) error {
 	dir := fs.String("dir", "", "the lab's node state directory")
 	binDir := fs.String("bin-dir", "", "directory of node-cache and lrpdns")
 	coredns := fs.String("coredns", "", "stock CoreDNS binary")
+	relay := fs.String("hubble-relay", "", "hubble-relay binary")
 	images := func() node.Images {
 		return node.Images{
 			"ghcr.io/lrpdns/node-cache":       {Entrypoint: "/node-cache", Binary: filepath.Join(*binDir, "node-cache")},
 			"ghcr.io/lrpdns/lrpdns":           {Entrypoint: "/lrpdns", Binary: filepath.Join(*binDir, "lrpdns")},
 			"registry.k8s.io/coredns/coredns": {Entrypoint: "/coredns", Binary: *coredns},
+			"quay.io/cilium/hubble-relay":     {Entrypoint: "/usr/bin/hubble-relay", Binary: *relay},
 		}
 	}
 	switch args[0] {
@@ -67,6 +69,7 @@ func run(ctx context.Context, args []string) error {
 		agentPID := fs.String("agent-pid-file", "", "file holding the Cilium agent's PID")
 		resolv := fs.String("resolv-conf", "", "the node's resolv.conf")
 		clusterDNS := fs.String("cluster-dns", "10.96.0.10", "kube-dns ClusterIP")
+		kubeletPort := fs.Int("kubelet-port", 10250, "`PORT` on --node-ip for the API server's port-forwards (0: none)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -85,7 +88,7 @@ func run(ctx context.Context, args []string) error {
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 		return node.New(node.Config{
 			NodeName: *name, NodeIP: *ip, Dir: *dir, Images: images(), ResolvConf: *resolv,
-			ClusterDNS: *clusterDNS, ClusterDomain: "cluster.local", Log: log,
+			ClusterDNS: *clusterDNS, ClusterDomain: "cluster.local", Log: log, KubeletPort: *kubeletPort,
 			CNI: node.CNI{Plugin: *plugin, Conf: conf, AgentPID: func() (int, error) {
 				b, err := os.ReadFile(*agentPID)
 				if err != nil {
