@@ -48,7 +48,7 @@ func (p *podRuntime) launch(ctx context.Context, c *container) {
 		}
 		p.mu.Lock()
 		c.cmd, c.running, c.started, c.exited = cmd, true, metav1.Now(), make(chan struct{})
-		c.ready = c.spec.ReadinessProbe == nil || c.spec.ReadinessProbe.HTTPGet == nil // only HTTP probes are run
+		c.ready = c.spec.ReadinessProbe == nil || (c.spec.ReadinessProbe.HTTPGet == nil && c.spec.ReadinessProbe.TCPSocket == nil) // only HTTP and TCP probes are run
 		exited := c.exited
 		p.mu.Unlock()
 		go func() {
