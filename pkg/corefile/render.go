@@ -13,21 +13,14 @@ import (
 	"time"
 )
 
-// MaxTCPQueries is how many queries one TCP connection may carry before the
-// cache closes it (CoreDNS's default is no limit). Clients reconnect, as
-// RFC 7766 requires of them; a client cannot hold one goroutine and its
-// buffers for ever by never pausing.
-const MaxTCPQueries = 100
-
 // corefileTemplate is one block for the cluster domain and reverse zones
 // (forwarded to the cluster DNS over TCP), one per stub domain, and the root
 // zone forwarded to the node's resolvers. health and ready are process-wide
 // and so live in the first block only.
 var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.FuncMap{
-	"servers":       servers,
-	"dur":           dur,
-	"secs":          func(d time.Duration) int64 { return int64(d / time.Second) },
-	"maxTCPQueries": func() int { return MaxTCPQueries },
+	"servers": servers,
+	"dur":     dur,
+	"secs":    func(d time.Duration) int64 { return int64(d / time.Second) },
 }).Parse(`# Rendered by node-cache from its flags, resolv.conf and the kube-dns ConfigMap.
 {{ .ClusterZones }} {
 {{- template "common" . }}
@@ -58,9 +51,6 @@ var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.Fun
     }
 }
 {{ define "common" }}
-    timeouts {
-        maxtcpqueries {{ maxTCPQueries }}
-    }
     errors
 {{- if .LogQueries }}
     log
@@ -68,6 +58,7 @@ var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.Fun
 {{- if .BindList }}
     bind {{ .BindList }}
 {{- end }}
+    front
     prometheus {{ .MetricsAddr }}
     cache {
         success {{ .Cache.SuccessCapacity }} {{ secs .Cache.SuccessTTL }}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lrpdns/lrpdns/pkg/corefile"
 	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/coredns"
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/front"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden Corefiles under testdata/render")
@@ -165,7 +166,7 @@ func TestRenderGoldenStarts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			inst, err := coredns.Start(text)
+			inst, err := coredns.Start(text, front.DefaultLimits)
 			if err != nil {
 				t.Fatalf("start: %v\n%s", err, text)
 			}

@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/front"
 )
 
 // The node-cache's own metrics, served by CoreDNS's prometheus plugin from
@@ -27,10 +29,43 @@ var (
 	}, []string{"hash"})
 
 	registerOnce sync.Once
+
+	// frontMetrics reads the front of the process's node-cache.
+	frontMetrics = &frontReader{}
+	tcpOpen      = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "lrpdns", Subsystem: "node_cache", Name: "tcp_connections",
+		Help: "Open TCP connections from clients.",
+	}, func() float64 { return float64(frontMetrics.get(func(f *front.Front) int64 { return f.OpenTCP() })) })
+	tcpRefused = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "lrpdns", Subsystem: "node_cache", Name: "tcp_connections_refused_total",
+		Help: "TCP connections closed at once because --max-tcp-connections were open.",
+	}, func() float64 {
+		return float64(frontMetrics.get(func(f *front.Front) int64 { return int64(f.Refused()) }))
+	})
 )
+
+type frontReader struct {
+	mu sync.Mutex
+	f  *front.Front
+}
+
+func (r *frontReader) set(f *front.Front) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.f = f
+}
+
+func (r *frontReader) get(read func(*front.Front) int64) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.f == nil {
+		return 0
+	}
+	return read(r.f)
+}
 
 func registerMetrics() {
 	registerOnce.Do(func() {
-		prometheus.MustRegister(configErrors, configLastReloadOK, configGeneration, configInfo)
+		prometheus.MustRegister(configErrors, configLastReloadOK, configGeneration, configInfo, tcpOpen, tcpRefused)
 	})
 }

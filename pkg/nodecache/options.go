@@ -9,7 +9,21 @@ import (
 	"time"
 
 	"github.com/lrpdns/lrpdns/pkg/corefile"
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/front"
 )
+
+// limits are the front's limits from the options, checked.
+func (o *Options) limits() (front.Limits, error) {
+	l := front.DefaultLimits
+	if o.MaxTCPConns < 1 || o.MaxTCPConns > 1_000_000 {
+		return l, &corefile.FieldError{Field: "--max-tcp-connections", Value: fmt.Sprint(o.MaxTCPConns), Want: "a number from 1 to 1000000"}
+	}
+	if o.MaxTCPQueries < 1 || o.MaxTCPQueries > 1_000_000 {
+		return l, &corefile.FieldError{Field: "--max-tcp-queries", Value: fmt.Sprint(o.MaxTCPQueries), Want: "a number from 1 to 1000000"}
+	}
+	l.MaxTCPConns, l.MaxTCPQueries = o.MaxTCPConns, o.MaxTCPQueries
+	return l, nil
+}
 
 // EnvPrefix prefixes the environment variable that can set each flag:
 // --cluster-domain is also NODE_CACHE_CLUSTER_DOMAIN. A flag on the command
@@ -44,6 +58,9 @@ type Options struct {
 	// CheckInterval re-reads the inputs even when no file event arrived
 	// (bind-mounted files such as resolv.conf send none).
 	CheckInterval time.Duration
+	// MaxTCPConns caps concurrent TCP connections; MaxTCPQueries caps the
+	// queries one connection carries.
+	MaxTCPConns, MaxTCPQueries int
 
 	// Getenv reads the environment; os.Getenv when nil.
 	Getenv func(string) string
@@ -72,6 +89,8 @@ func DefaultOptions() Options {
 		Lameduck:         5 * time.Second,
 		Cache:            corefile.DefaultCache(),
 		CheckInterval:    10 * time.Second,
+		MaxTCPConns:      front.DefaultLimits.MaxTCPConns,
+		MaxTCPQueries:    front.DefaultLimits.MaxTCPQueries,
 	}
 }
 
@@ -128,6 +147,8 @@ func ParseFlags(name string, args []string, stderr io.Writer) (Options, error) {
 	fs.DurationVar(&o.Cache.StaleTTL, "serve-stale-ttl", o.Cache.StaleTTL, "TTL of a stale answer")
 	fs.BoolVar(&o.LogQueries, "log-queries", o.LogQueries, "log every query")
 	fs.DurationVar(&o.CheckInterval, "config-check-interval", o.CheckInterval, "re-read the inputs this often even without file events")
+	fs.IntVar(&o.MaxTCPConns, "max-tcp-connections", o.MaxTCPConns, "concurrent TCP connections; one more is closed at once")
+	fs.IntVar(&o.MaxTCPQueries, "max-tcp-queries", o.MaxTCPQueries, "queries one TCP connection may carry before the cache closes it")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s [render] [flags]\n\nServes DNS (or with render, prints the Corefile it would serve).\nEach flag can also be set as %s<FLAG_NAME>.\n\n", name, EnvPrefix)
 		fs.PrintDefaults()

@@ -48,11 +48,16 @@ func Start(opts Options, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	inst, err := coredns.Start(text)
+	limits, err := opts.limits()
+	if err != nil {
+		return nil, err
+	}
+	inst, err := coredns.Start(text, limits)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{opts: opts, log: log, inst: inst}
+	frontMetrics.set(inst.Front())
 	s.applied(text)
 	log.Info("serving", "config", s.active, "listen", s.Addrs())
 	return s, nil

@@ -8,7 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/lrpdns/lrpdns/pkg/corefile"
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/front"
 )
 
 // TestTCPConnectionCarriesAtMostMaxTCPQueries: a client that pipelines
@@ -30,28 +30,28 @@ func TestTCPConnectionCarriesAtMostMaxTCPQueries(t *testing.T) {
 		m.Id = uint16(id)
 		return conn.WriteMsg(m)
 	}
-	for i := range corefile.MaxTCPQueries {
+	for i := range front.DefaultLimits.MaxTCPQueries {
 		if err := ask(i); err != nil {
 			t.Fatalf("query %d: %v", i, err)
 		}
 	}
-	for i := range corefile.MaxTCPQueries {
+	for i := range front.DefaultLimits.MaxTCPQueries {
 		r, err := conn.ReadMsg()
 		if err != nil {
-			t.Fatalf("answer %d of %d pipelined: %v", i, corefile.MaxTCPQueries, err)
+			t.Fatalf("answer %d of %d pipelined: %v", i, front.DefaultLimits.MaxTCPQueries, err)
 		}
 		if r.Rcode != dns.RcodeSuccess || r.Id != uint16(i) {
 			t.Fatalf("answer %d: rcode %s, id %d", i, dns.RcodeToString[r.Rcode], r.Id)
 		}
 	}
-	_ = ask(corefile.MaxTCPQueries) // may fail already: the cache closed
+	_ = ask(front.DefaultLimits.MaxTCPQueries) // may fail already: the cache closed
 	r, err := conn.ReadMsg()
 	if err == nil {
 		t.Fatalf("query %d on one connection answered (rcode %s); want the connection closed after %d",
-			corefile.MaxTCPQueries+1, dns.RcodeToString[r.Rcode], corefile.MaxTCPQueries)
+			front.DefaultLimits.MaxTCPQueries+1, dns.RcodeToString[r.Rcode], front.DefaultLimits.MaxTCPQueries)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("connection still open after %d queries: %v", corefile.MaxTCPQueries, err)
+		t.Fatalf("connection still open after %d queries: %v", front.DefaultLimits.MaxTCPQueries, err)
 	}
 }

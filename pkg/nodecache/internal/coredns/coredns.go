@@ -19,15 +19,15 @@ import (
 	_ "github.com/coredns/coredns/plugin/log"
 	_ "github.com/coredns/coredns/plugin/metrics"
 	_ "github.com/coredns/coredns/plugin/ready"
-	_ "github.com/coredns/coredns/plugin/timeouts"
 
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/front"
 	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/loopguard"
 )
 
 // Directives is the curated plugin set in CoreDNS's execution order.
 var Directives = []string{
-	"timeouts",
 	"bind",
+	"front", // after bind: it moves the block to the front's loopback port
 	"ready",
 	"health",
 	"prometheus",
@@ -51,33 +51,55 @@ func Install() {
 	})
 }
 
-// Instance is a running CoreDNS.
+// Instance is a running CoreDNS behind its front.
 type Instance struct {
-	inst *caddy.Instance
+	inst  *caddy.Instance
+	front *front.Front
 }
 
 func input(corefile []byte) caddy.Input {
 	return caddy.CaddyfileInput{Filepath: "Corefile", Contents: corefile, ServerTypeName: "dns"}
 }
 
-// Start parses corefile and starts serving it.
-func Start(corefile []byte) (*Instance, error) {
+// Start parses corefile, whose blocks use the front directive, and starts
+// serving it on the public addresses the blocks name.
+func Start(corefile []byte, limits front.Limits) (*Instance, error) {
 	Install()
-	inst, err := caddy.Start(input(corefile))
+	f, err := front.New(limits)
 	if err != nil {
+		return nil, err
+	}
+	i := &Instance{front: f}
+	err = f.Build(func() error {
+		var err error
+		i.inst, err = caddy.Start(input(corefile))
+		return err
+	})
+	if err != nil {
+		if i.inst != nil {
+			_ = i.inst.Stop()
+		}
+		_ = f.Shutdown()
 		return nil, fmt.Errorf("failed to start CoreDNS: %w", err)
 	}
-	return &Instance{inst: inst}, nil
+	return i, nil
 }
 
-// Restart replaces the running configuration with corefile, handing the
-// listening sockets over. On error the old configuration keeps serving.
+// Restart replaces the running configuration with corefile. The public
+// sockets stay open; the front moves to the new server before the old one
+// stops. On error the old configuration keeps serving.
 func (i *Instance) Restart(corefile []byte) error {
-	inst, err := i.inst.Restart(input(corefile))
+	err := i.front.Build(func() error {
+		inst, err := i.inst.Restart(input(corefile))
+		if err != nil {
+			return err
+		}
+		i.inst = inst
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("failed to reload CoreDNS: %w", err)
 	}
-	i.inst = inst
 	return nil
 }
 
@@ -86,7 +108,7 @@ func (i *Instance) Restart(corefile []byte) error {
 // still served, then the DNS listeners close.
 func (i *Instance) Shutdown() error {
 	errs := i.inst.ShutdownCallbacks()
-	errs = append(errs, i.inst.Stop())
+	errs = append(errs, i.front.Shutdown(), i.inst.Stop())
 	i.inst.Wait()
 	return errors.Join(errs...)
 }
@@ -94,17 +116,9 @@ func (i *Instance) Shutdown() error {
 // Loops delivers the forwarding loops this instance's guards find.
 func (i *Instance) Loops() <-chan loopguard.Loop { return loopguard.Reports(i.inst) }
 
-// Addrs returns the addresses the DNS servers listen on: for each server
-// its TCP listener then its UDP socket (useful with port 0).
-func (i *Instance) Addrs() []net.Addr {
-	var out []net.Addr
-	for _, s := range i.inst.Servers() {
-		if a := s.Addr(); a != nil {
-			out = append(out, a)
-		}
-		if a := s.LocalAddr(); a != nil {
-			out = append(out, a)
-		}
-	}
-	return out
-}
+// Addrs returns the public addresses: for each, its TCP listener then its
+// UDP socket (useful with port 0).
+func (i *Instance) Addrs() []net.Addr { return i.front.Addrs() }
+
+// Front is the public side, for its counters.
+func (i *Instance) Front() *front.Front { return i.front }

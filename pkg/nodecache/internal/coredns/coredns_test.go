@@ -8,11 +8,13 @@ import (
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
+
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/front"
 )
 
 // standsIn maps this project's plugins to the upstream plugin whose place in
 // the order they take.
-var standsIn = map[string]string{"loopguard": "loop"}
+var standsIn = map[string]string{"loopguard": "loop", "front": "bind"}
 
 // TestDirectives checks the curated list against upstream: every directive
 // is registered as a dns plugin, and the order is upstream's relative order.
@@ -43,7 +45,7 @@ func TestDirectives(t *testing.T) {
 		if !ok || slices.Contains(Directives, name) {
 			continue
 		}
-		if _, err := Start([]byte(".:0 {\n    " + name + "\n}\n")); err == nil {
+		if _, err := Start([]byte(".:0 {\n    front\n    "+name+"\n}\n"), front.DefaultLimits); err == nil {
 			t.Errorf("a Corefile using %q, registered but not curated, started", name)
 		}
 	}

@@ -1,0 +1,220 @@
+package front
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/miekg/dns"
+)
+
+// Limits of the public sockets.
+type Limits struct {
+	// MaxTCPConns caps concurrent TCP connections across the public
+	// addresses; one over it is closed at once.
+	MaxTCPConns int
+	// MaxTCPQueries is how many queries one TCP connection may carry.
+	MaxTCPQueries int
+	// ReadTimeout and IdleTimeout close slow and idle TCP connections
+	// (CoreDNS's defaults: 3 s and 10 s).
+	ReadTimeout, IdleTimeout, WriteTimeout time.Duration
+	// UDPReadBuffer is the receive buffer asked for each UDP socket; the
+	// kernel caps it at net.core.rmem_max.
+	UDPReadBuffer int
+}
+
+// DefaultLimits are the shipped limits. A held TCP connection costs about
+// 9 KiB (a goroutine's stack and buffers), so 1,000 hold about 9 MiB.
+var DefaultLimits = Limits{
+	MaxTCPConns:   1000,
+	MaxTCPQueries: 100,
+	ReadTimeout:   3 * time.Second,
+	IdleTimeout:   10 * time.Second,
+	WriteTimeout:  5 * time.Second,
+	UDPReadBuffer: 4 << 20,
+}
+
+// Front is the public side of one node-cache.
+type Front struct {
+	limits   Limits
+	internal string // CoreDNS's loopback host:port
+	server   atomic.Pointer[dnsserver.Server]
+
+	mu      sync.Mutex
+	public  []string // host:port, as the Corefile's blocks say
+	pending []string // addresses the configuration being built asks for
+	servers []*dns.Server
+	addrs   []net.Addr
+	tcp     *limitListenerGroup
+	closed  bool
+}
+
+// New reserves a loopback port for CoreDNS.
+func New(l Limits) (*Front, error) {
+	port, err := freeLoopbackPort()
+	if err != nil {
+		return nil, err
+	}
+	return &Front{limits: l, internal: net.JoinHostPort("127.0.0.1", port), tcp: newLimitListenerGroup(l.MaxTCPConns)}, nil
+}
+
+// Internal is the loopback address CoreDNS listens on.
+func (f *Front) Internal() string { return f.internal }
+
+// Addrs are the public listeners: TCP then UDP for each address.
+func (f *Front) Addrs() []net.Addr {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.addrs)
+}
+
+// Refused counts TCP connections closed at once because MaxTCPConns were
+// open.
+func (f *Front) Refused() uint64 { return f.tcp.refused.Load() }
+
+// OpenTCP is the number of open public TCP connections.
+func (f *Front) OpenTCP() int64 { return f.tcp.open.Load() }
+
+var building struct {
+	sync.Mutex
+	gen   *generation
+	first bool // no block of this build has set up yet
+}
+
+// Build runs start (a caddy Start or Restart of a Corefile whose blocks use
+// the front directive) with f as the front those blocks attach to, then
+// opens the public addresses they asked for. A configuration that asks for
+// other public addresses than the running one is refused.
+func (f *Front) Build(start func() error) error {
+	building.Lock()
+	g := &generation{f: f, ready: make(chan struct{})}
+	building.gen, building.first = g, true
+	f.mu.Lock()
+	f.pending = nil
+	f.mu.Unlock()
+	prev := f.server.Load()
+	err := start()
+	building.gen = nil
+	building.Unlock()
+	if err != nil {
+		f.server.Store(prev) // a server learnt before the start failed is not serving
+		return err
+	}
+	select {
+	case <-g.ready:
+	case <-time.After(5 * time.Second):
+		return errors.New("front: CoreDNS did not start serving within 5s, or the configuration has no front directive")
+	}
+	return f.listen()
+}
+
+func (f *Front) listen() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	want := slices.Clone(f.pending)
+	slices.Sort(want)
+	want = slices.Compact(want)
+	if f.public != nil {
+		if !slices.Equal(want, f.public) {
+			return fmt.Errorf("front: the listen addresses changed from %v to %v; they are fixed for the life of the process", f.public, want)
+		}
+		return nil
+	}
+	for _, a := range want {
+		if err := f.serve(a); err != nil {
+			f.shutdownLocked()
+			return err
+		}
+	}
+	f.public = want
+	return nil
+}
+
+// serve opens addr over UDP and TCP. With port 0 (tests), TCP takes a free
+// port and UDP gets the same one.
+func (f *Front) serve(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("front: %w", err)
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, port))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("front: %w", err)
+	}
+	if uc, ok := pc.(*net.UDPConn); ok && f.limits.UDPReadBuffer > 0 {
+		_ = uc.SetReadBuffer(f.limits.UDPReadBuffer)
+	}
+	h := dns.HandlerFunc(f.serveDNS)
+	idle := f.limits.IdleTimeout
+	tcp := &dns.Server{
+		Listener: f.tcp.wrap(ln), Net: "tcp", Handler: h,
+		MaxTCPQueries: f.limits.MaxTCPQueries, ReadTimeout: f.limits.ReadTimeout, WriteTimeout: f.limits.WriteTimeout,
+		IdleTimeout: func() time.Duration { return idle },
+	}
+	udp := &dns.Server{PacketConn: pc, Net: "udp", Handler: h}
+	for _, s := range []*dns.Server{tcp, udp} {
+		started := make(chan struct{})
+		s.NotifyStartedFunc = func() { close(started) }
+		go func() { _ = s.ActivateAndServe() }()
+		<-started
+	}
+	f.servers = append(f.servers, tcp, udp)
+	f.addrs = append(f.addrs, ln.Addr(), pc.LocalAddr())
+	return nil
+}
+
+// serveDNS is CoreDNS's own handler for its listeners, on the server
+// learnt last.
+func (f *Front) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
+	s := f.server.Load()
+	ctx := context.WithValue(context.Background(), dnsserver.Key{}, s)
+	ctx = context.WithValue(ctx, dnsserver.LoopKey{}, 0)
+	s.ServeDNS(ctx, w, r)
+}
+
+// Shutdown closes the public sockets and waits for queries in flight.
+func (f *Front) Shutdown() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.shutdownLocked()
+}
+
+func (f *Front) shutdownLocked() error {
+	if f.closed {
+		return nil
+	}
+	f.closed = true
+	var errs []error
+	for _, s := range f.servers {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, s.ShutdownContext(ctx))
+		cancel()
+	}
+	return errors.Join(errs...)
+}
+
+func freeLoopbackPort() (string, error) {
+	for range 10 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", fmt.Errorf("front: no loopback port for CoreDNS: %w", err)
+		}
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", port))
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port, nil
+		}
+	}
+	return "", errors.New("front: no loopback port free over both TCP and UDP")
+}

@@ -1,0 +1,100 @@
+package front
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	"github.com/miekg/dns"
+)
+
+// Name is the plugin's directive.
+const Name = "front"
+
+func init() { plugin.Register(Name, setup) }
+
+// handover bounds how long a stopping server waits for its successor.
+const handover = 2 * time.Second
+
+// generation is one configuration's server, as the front learns it.
+type generation struct {
+	f          *Front
+	server     atomic.Pointer[dnsserver.Server]
+	once       sync.Once
+	ready      chan struct{}
+	restarting atomic.Bool
+}
+
+// learn is CoreDNS's UDPDecorateWriterFunc: the one hook that is handed the
+// server, as it starts serving.
+func (g *generation) learn(s *dnsserver.Server) dns.DecorateWriter {
+	g.once.Do(func() {
+		g.server.Store(s)
+		g.f.server.Store(s)
+		close(g.ready)
+	})
+	return nil
+}
+
+// waitSuccessor holds a restart's shutdown of this generation (before
+// forward closes its upstream connections) until the front has moved to
+// the new server.
+func (g *generation) waitSuccessor() error {
+	if !g.restarting.Load() {
+		return nil
+	}
+	old := g.server.Load()
+	for deadline := time.Now().Add(handover); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if g.f.server.Load() != old {
+			return nil
+		}
+	}
+	return errors.New("front: the new server did not start within " + handover.String())
+}
+
+func setup(c *caddy.Controller) error {
+	for c.Next() {
+		if c.NextArg() {
+			return plugin.Error(Name, c.ArgErr())
+		}
+	}
+	g, first := building.gen, building.first
+	if g == nil {
+		return plugin.Error(Name, fmt.Errorf("the %s directive works only in node-cache", Name))
+	}
+	building.first = false
+	f := g.f
+	// Every zone of the block has its own config; CoreDNS copies the
+	// listen hosts from the block's first zone, but not the port.
+	host, port, _ := net.SplitHostPort(f.internal)
+	keyIndex := c.ServerBlockKeyIndex
+	c.ServerBlockKeyIndex = 0
+	hosts := dnsserver.GetConfig(c).ListenHosts // bind sets them on the first zone only
+	if len(hosts) == 0 {
+		hosts = []string{""}
+	}
+	for i := range c.ServerBlockKeys {
+		c.ServerBlockKeyIndex = i
+		conf := dnsserver.GetConfig(c)
+		f.mu.Lock()
+		for _, h := range hosts {
+			f.pending = append(f.pending, net.JoinHostPort(h, conf.Port))
+		}
+		f.mu.Unlock()
+		conf.ListenHosts, conf.Port = []string{host}, port
+		conf.UDPDecorateWriterFunc = g.learn
+	}
+	c.ServerBlockKeyIndex = keyIndex
+	if first {
+		c.OnRestart(func() error { g.restarting.Store(true); return nil })
+		c.OnRestartFailed(func() error { g.restarting.Store(false); return nil })
+		c.OnShutdown(g.waitSuccessor)
+	}
+	return nil
+}
