@@ -199,9 +199,13 @@ func (c Config) checks() []check {
 		{
 			name: "no-drops", want: false,
 			desc: "no DNS query or answer on the path is dropped",
-			scope: filterSet{white: []*flowpb.FlowFilter{
-				{DestinationPort: dnsPorts}, {SourcePort: dnsPorts},
-			}},
+			// A pod whose identity Cilium has not resolved yet (reserved:init)
+			// has its packets dropped whatever their path, as it starts:
+			// not a fault of the DNS path, so not counted.
+			scope: filterSet{
+				white: []*flowpb.FlowFilter{{DestinationPort: dnsPorts}, {SourcePort: dnsPorts}},
+				black: []*flowpb.FlowFilter{{SourceLabel: []string{initLabel}}, {SourceIdentity: []uint32{initIdentity}}},
+			},
 			match: filterSet{white: []*flowpb.FlowFilter{
 				{DestinationPort: dnsPorts, Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}},
 				{SourcePort: dnsPorts, Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}},
@@ -392,6 +396,12 @@ func evaluate(checks []compiledCheck, flows []*observerpb.GetFlowsResponse) []Re
 	}
 	return out
 }
+
+// The identity of an endpoint whose labels Cilium does not know yet.
+const (
+	initLabel    = "reserved:init"
+	initIdentity = 5
+)
 
 // PolicyDocs is where the README says which policies the redirect needs.
 const PolicyDocs = "https://github.com/lrpdns/lrpdns/blob/main/docs/install.md#network-policies"

@@ -104,6 +104,43 @@ func clientToCacheDenied(t *testing.T, eventType int32, printed string) {
 	}
 }
 
+// TestDropFromStartingPodIsNotCounted: Cilium drops a pod's first packets
+// while its identity is still reserved:init, as the lab recorded for a
+// client that queried as it started. The path is not at fault: verify
+// still passes. The same drop from the client's own identity fails.
+func TestDropFromStartingPodIsNotCounted(t *testing.T) {
+	t.Parallel()
+	var client *flowpb.Flow
+	for _, r := range load(t, "healthy.jsonpb") {
+		if f := r.GetFlow(); hasLabel(f.GetDestination(), cacheLabel) && !hasLabel(f.GetSource(), cacheLabel) && isRequest(f) {
+			client = f
+			break
+		}
+	}
+	if client == nil {
+		t.Fatal("no client -> cache query in the recording")
+	}
+	for _, tc := range []struct {
+		name     string
+		starting bool
+		want     Status
+	}{{"reserved:init", true, Pass}, {"the client's identity", false, Fail}} {
+		t.Run(tc.name, func(t *testing.T) {
+			extra := proto.Clone(client).(*flowpb.Flow)
+			drop(extra, flowpb.DropReason_POLICY_DENIED)
+			if tc.starting {
+				extra.Source.Identity, extra.Source.Labels = initIdentity, []string{initLabel}
+			}
+			flows := append(load(t, "healthy.jsonpb"), &observerpb.GetFlowsResponse{
+				NodeName: extra.GetNodeName(), Time: extra.GetTime(), ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: extra},
+			})
+			if got := statuses(t, labConfig(), flows)["no-drops"]; got != tc.want {
+				t.Errorf("no-drops = %s with a drop from %s, want %s", got, tc.name, tc.want)
+			}
+		})
+	}
+}
+
 // TestCacheToCoreDNSDropped: the cache's TCP forwards to CoreDNS denied at
 // egress.
 func TestCacheToCoreDNSDropped(t *testing.T) {

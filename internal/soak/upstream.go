@@ -1,0 +1,51 @@
+package soak
+
+import (
+	"net"
+	"sync/atomic"
+
+	"github.com/miekg/dns"
+)
+
+// upstream answers every A query with 192.0.2.1 (TTL 30 s), or, when
+// down, drops every query (an upstream that hangs).
+type upstream struct {
+	addr    string
+	down    atomic.Bool
+	servers []*dns.Server
+}
+
+func startUpstream() (*upstream, error) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	u := &upstream{addr: pc.LocalAddr().String()}
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		if u.down.Load() || len(r.Question) != 1 {
+			return
+		}
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if r.Question[0].Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.IPv4(192, 0, 2, 1)})
+		}
+		_ = w.WriteMsg(m)
+	})
+	u.servers = []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}}
+	for _, s := range u.servers {
+		go func() { _ = s.ActivateAndServe() }()
+	}
+	return u, nil
+}
+
+func (u *upstream) close() {
+	for _, s := range u.servers {
+		_ = s.Shutdown()
+	}
+}
