@@ -34,6 +34,10 @@ lint: ## golangci-lint v2 (installed into bin/).
 bench: ## node-cache vs stock CoreDNS (QPS, p50/p99, RSS); controller convergence and RSS.
 	hack/bench.sh
 
+.PHONY: soak
+soak: ## node-cache under hostile mixes in a 128 MiB memory cgroup, with a good client asking.
+	hack/soak.sh
+
 .PHONY: generate
 generate: ## Regenerate RBAC and the rendered install manifest.
 	hack/generate.sh

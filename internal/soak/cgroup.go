@@ -39,9 +39,8 @@ func (c *cgroup) make(limitFile string, limit int64) error {
 	return nil
 }
 
-func (c *cgroup) add(pid int) error {
-	return os.WriteFile(filepath.Join(c.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
-}
+// procs is the file a process writes its pid to, to join.
+func (c *cgroup) procs() string { return filepath.Join(c.dir, "cgroup.procs") }
 
 // peak is the most memory the cgroup used.
 func (c *cgroup) peak() (int64, error) {

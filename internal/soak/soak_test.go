@@ -67,10 +67,19 @@ func TestSoak(t *testing.T) {
 	port := freePort(t)
 	e := &env{t: t, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), metrics: freeAddr(t), dir: kubeDNS, up: up, upstream: up.addr}
 	ready := freeAddr(t)
-	cmd := exec.Command(bin, "--cluster-dns", up.addr, "--resolv-conf", filepath.Join(dir, "resolv.conf"),
+	args := []string{"--cluster-dns", up.addr, "--resolv-conf", filepath.Join(dir, "resolv.conf"),
 		"--kube-dns-config-dir", kubeDNS, "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--health-addr", freeAddr(t), "--ready-addr", ready, "--metrics-addr", e.metrics,
-		"--lameduck", "0s", "--allow-loopback-resolvers", "--kube-dns-ips", "127.0.0.9")
+		"--lameduck", "0s", "--allow-loopback-resolvers", "--kube-dns-ips", "127.0.0.9"}
+	cg, cgErr := newCgroup(fmt.Sprintf("lrpdns-soak-%d", os.Getpid()), limit)
+	var cmd *exec.Cmd
+	if cgErr == nil {
+		defer cg.remove()
+		// Into the cgroup before exec, so that every page is charged to it.
+		cmd = exec.Command("/bin/sh", append([]string{"-c", `echo $$ > "$0" && exec "$@"`, cg.procs(), bin}, args...)...)
+	} else {
+		cmd = exec.Command(bin, args...)
+	}
 	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+strconv.Itoa(limit))
 	logs, err := os.Create(filepath.Join(artifacts(t), "node-cache.log"))
 	must(t, err)
@@ -80,11 +89,13 @@ func TestSoak(t *testing.T) {
 	e.pid = cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	defer func() { _ = cmd.Process.Kill() }()
-	cg, cgErr := newCgroup(fmt.Sprintf("lrpdns-soak-%d", os.Getpid()), limit)
+	defer func() {
+		// Gone before its cgroup is removed (the deferred remove runs next).
+		if cmd.Process.Kill() == nil {
+			<-exited
+		}
+	}()
 	if cgErr == nil {
-		defer cg.remove()
-		must(t, cg.add(e.pid))
 		t.Logf("node-cache (pid %d) in memory cgroup %s, limit %d MiB, GOMEMLIMIT=%d", e.pid, cg.dir, limit>>20, limit)
 	} else {
 		t.Logf("no memory cgroup (%v): GOMEMLIMIT=%d and an RSS check only", cgErr, limit)
@@ -95,17 +106,18 @@ func TestSoak(t *testing.T) {
 	warm := e.warm(t)
 
 	mixes := []mix{
-		{name: "malformed packets (UDP and TCP garbage)", run: malformed},
+		{name: "malformed packets (2,000/s UDP, 100/s TCP connections)", run: malformed},
+		{name: "upstream hangs (every query dropped)", run: upstreamDown},
 		{name: "3,000 held TCP connections", run: heldConnections},
 		{name: "cache pressure (a new name per query)", run: cachePressure},
-		{name: "upstream hangs (every query dropped)", run: upstreamDown},
 		{name: "config faults and 20 SIGHUPs", run: configFaults},
 		{name: "TCP pipelining flood", cpuFlood: true, run: tcpFlood},
 		{name: "UDP flood of cache hits", cpuFlood: true, run: udpFlood},
 	}
 	type row struct {
 		mix                   mix
-		sent, failed          int64
+		sent, failed, slow    int64
+		latMax                time.Duration
 		rssMax, rssAfter      uint64
 		readyMax              time.Duration
 		readySlow, readyPolls int
@@ -121,7 +133,7 @@ func TestSoak(t *testing.T) {
 		r := mon.stop()
 		time.Sleep(cool)
 		after, _ := dnsbench.RSS(e.pid)
-		rows = append(rows, row{mix: m, sent: r.sent, failed: r.failed, rssMax: r.rssMax, rssAfter: after,
+		rows = append(rows, row{mix: m, sent: r.sent, failed: r.failed, slow: r.slow, latMax: r.latMax, rssMax: r.rssMax, rssAfter: after,
 			readyMax: r.readyMax, readySlow: r.readySlow, readyPolls: r.readyPolls, note: note})
 		select {
 		case err := <-exited:
@@ -138,9 +150,9 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "| mix (%v each) | good client sent / failed | max RSS | RSS %v after | /ready max (polls over 1 s) | |\n| --- | --- | --- | --- | --- | --- |\n", mixFor, cool)
+	fmt.Fprintf(&b, "| mix (%v each) | good client sent / failed | its slowest answer (over 500 ms) | max RSS | RSS %v after | /ready slowest (polls over 1 s) | |\n| --- | --- | --- | --- | --- | --- | --- |\n", mixFor, cool)
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %d / %d | %.1f MiB | %.1f MiB | %v (%d of %d) | %s |\n", r.mix.name, r.sent, r.failed,
+		fmt.Fprintf(&b, "| %s | %d / %d | %v (%d) | %.1f MiB | %.1f MiB | %v (%d of %d) | %s |\n", r.mix.name, r.sent, r.failed, r.latMax.Round(time.Millisecond), r.slow,
 			float64(r.rssMax)/(1<<20), float64(r.rssAfter)/(1<<20), r.readyMax.Round(time.Millisecond), r.readySlow, r.readyPolls, r.note)
 	}
 	if cg != nil {
@@ -172,6 +184,8 @@ func (e *env) warm(t *testing.T) []string {
 
 type monitorResult struct {
 	sent, failed          int64
+	slow                  int64 // answered after more than 500 ms
+	latMax                time.Duration
 	failures              []string
 	rssMax                uint64
 	readyMax              time.Duration
@@ -194,9 +208,17 @@ func (e *env) monitor(ctx context.Context, readyURL string, names []string) *mon
 		defer m.wg.Done()
 		for i := 0; ctx.Err() == nil; i++ {
 			n := names[i%len(names)]
+			start := time.Now()
 			_, err := query("udp", e.addr, n, 2*time.Second)
+			took := time.Since(start)
 			m.mu.Lock()
 			m.res.sent++
+			if err == nil {
+				m.res.latMax = max(m.res.latMax, took)
+				if took > 500*time.Millisecond {
+					m.res.slow++
+				}
+			}
 			if err != nil {
 				m.res.failed++
 				if len(m.res.failures) < 5 {
@@ -275,7 +297,10 @@ func malformed(ctx context.Context, e *env) string {
 			}
 			defer c.Close()
 			buf := make([]byte, 600)
+			tick := time.NewTicker(time.Millisecond) // 1,000/s from each of 2
+			defer tick.Stop()
 			for ctx.Err() == nil {
+				<-tick.C
 				n := int(buf[0]) * 2 % 600
 				_, _ = rand.Read(buf[:max(n, 1)])
 				if len(buf) > 2 {
@@ -288,7 +313,10 @@ func malformed(ctx context.Context, e *env) string {
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, 600)
+			tick := time.NewTicker(20 * time.Millisecond) // 50/s from each of 2
+			defer tick.Stop()
 			for ctx.Err() == nil {
+				<-tick.C
 				c, err := net.DialTimeout("tcp", e.addr, time.Second)
 				if err != nil {
 					continue
@@ -427,6 +455,7 @@ func tcpFlood(ctx context.Context, e *env) string {
 }
 
 func udpFlood(ctx context.Context, e *env) string {
+	paused0 := e.metric("lrpdns_node_cache_udp_reads_paused_total")
 	var sent atomic.Int64
 	var wg sync.WaitGroup
 	q := new(dns.Msg)
@@ -449,7 +478,7 @@ func udpFlood(ctx context.Context, e *env) string {
 		}()
 	}
 	wg.Wait()
-	return fmt.Sprintf("%d queries from 8 sockets, not waiting for answers", sent.Load())
+	return fmt.Sprintf("%d queries from 8 sockets, not waiting for answers; reads paused for in-flight queries: %.0f", sent.Load(), e.metric("lrpdns_node_cache_udp_reads_paused_total")-paused0)
 }
 
 type discard struct{}

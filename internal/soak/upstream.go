@@ -7,7 +7,8 @@ import (
 	"github.com/miekg/dns"
 )
 
-// upstream answers every A query with 192.0.2.1 (TTL 30 s), or, when
+// upstream answers every A query with 192.0.2.1 (TTL 5 s: names expire
+// within a mix, so stale answers are exercised), or, when
 // down, drops every query (an upstream that hangs).
 type upstream struct {
 	addr    string
@@ -16,13 +17,19 @@ type upstream struct {
 }
 
 func startUpstream() (*upstream, error) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	var pc net.PacketConn
+	var ln net.Listener
+	var err error
+	for range 10 { // the UDP port may be taken over TCP
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			return nil, err
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
+	}
+	if err != nil {
 		return nil, err
 	}
 	u := &upstream{addr: pc.LocalAddr().String()}
@@ -33,7 +40,7 @@ func startUpstream() (*upstream, error) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		if r.Question[0].Qtype == dns.TypeA {
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.IPv4(192, 0, 2, 1)})
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5}, A: net.IPv4(192, 0, 2, 1)})
 		}
 		_ = w.WriteMsg(m)
 	})

@@ -42,6 +42,12 @@ var (
 	}, func() float64 {
 		return float64(frontMetrics.get(func(f *front.Front) int64 { return int64(f.Refused()) }))
 	})
+	udpPaused = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "lrpdns", Subsystem: "node_cache", Name: "udp_reads_paused_total",
+		Help: "UDP reads that waited because too many queries were in flight (overload: the kernel drops the excess).",
+	}, func() float64 {
+		return float64(frontMetrics.get(func(f *front.Front) int64 { return int64(f.Paused()) }))
+	})
 )
 
 type frontReader struct {
@@ -66,6 +72,6 @@ func (r *frontReader) get(read func(*front.Front) int64) int64 {
 
 func registerMetrics() {
 	registerOnce.Do(func() {
-		prometheus.MustRegister(configErrors, configLastReloadOK, configGeneration, configInfo, tcpOpen, tcpRefused)
+		prometheus.MustRegister(configErrors, configLastReloadOK, configGeneration, configInfo, tcpOpen, tcpRefused, udpPaused)
 	})
 }

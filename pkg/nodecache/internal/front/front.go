@@ -27,6 +27,9 @@ type Limits struct {
 	// UDPReadBuffer is the receive buffer asked for each UDP socket; the
 	// kernel caps it at net.core.rmem_max.
 	UDPReadBuffer int
+	// MaxGoroutines pauses reading UDP while more goroutines run (see
+	// pacedReader); 0 never pauses.
+	MaxGoroutines int
 }
 
 // DefaultLimits are the shipped limits. A held TCP connection costs about
@@ -38,6 +41,7 @@ var DefaultLimits = Limits{
 	IdleTimeout:   10 * time.Second,
 	WriteTimeout:  5 * time.Second,
 	UDPReadBuffer: 4 << 20,
+	MaxGoroutines: 2048,
 }
 
 // Front is the public side of one node-cache.
@@ -53,6 +57,7 @@ type Front struct {
 	addrs   []net.Addr
 	tcp     *limitListenerGroup
 	closed  bool
+	paused  atomic.Uint64
 }
 
 // New reserves a loopback port for CoreDNS.
@@ -77,6 +82,9 @@ func (f *Front) Addrs() []net.Addr {
 // Refused counts TCP connections closed at once because MaxTCPConns were
 // open.
 func (f *Front) Refused() uint64 { return f.tcp.refused.Load() }
+
+// Paused counts UDP reads that waited for goroutines to finish.
+func (f *Front) Paused() uint64 { return f.paused.Load() }
 
 // OpenTCP is the number of open public TCP connections.
 func (f *Front) OpenTCP() int64 { return f.tcp.open.Load() }
@@ -161,6 +169,9 @@ func (f *Front) serve(addr string) error {
 		IdleTimeout: func() time.Duration { return idle },
 	}
 	udp := &dns.Server{PacketConn: pc, Net: "udp", Handler: h}
+	if f.limits.MaxGoroutines > 0 {
+		udp.DecorateReader = func(r dns.Reader) dns.Reader { return &pacedReader{Reader: r, max: f.limits.MaxGoroutines, waited: &f.paused} }
+	}
 	for _, s := range []*dns.Server{tcp, udp} {
 		started := make(chan struct{})
 		s.NotifyStartedFunc = func() { close(started) }
