@@ -40,6 +40,7 @@ type Cluster interface {
 //	LRPDNS_E2E_KUBECTL     kubectl binary (exec in pods)
 //	LRPDNS_E2E_IMAGE       the lrpdns image
 //	LRPDNS_E2E_KUSTOMIZATION  the directory applied with kubectl apply -k
+//	LRPDNS_E2E_KUBE_DNS_SERVICE  kube-dns's Service name, if not kube-dns
 //
 // or, for the lab (hack/e2e-lab.sh), LRPDNS_E2E_PROVIDER=lab, the same, and
 //

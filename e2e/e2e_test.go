@@ -65,6 +65,9 @@ func TestE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &suite{cluster: cluster, c: c, names: lrp.DefaultNames()}
+	if name := os.Getenv("LRPDNS_E2E_KUBE_DNS_SERVICE"); name != "" {
+		s.names.KubeDNSService = name // kube-dns named otherwise (RKE2)
+	}
 	t.Cleanup(func() { s.saveArtifacts(t) })
 	s.startClient(t)
 	s.mix = s.queryMix(t)
@@ -194,7 +197,9 @@ func (s *suite) resolve(t *testing.T) {
 // the node's resolvers when the provider knows them
 // (LRPDNS_E2E_NODE_RESOLVERS).
 func (s *suite) verifyConfig(t *testing.T) (verify.Config, error) {
-	c, _, err := verify.Discover(t.Context(), s.c, verify.DefaultNames())
+	names := verify.DefaultNames()
+	names.KubeDNSService = s.names.KubeDNSService
+	c, _, err := verify.Discover(t.Context(), s.c, names)
 	if err != nil {
 		return c, err
 	}

@@ -11,6 +11,9 @@
 # 10.96.0.0/16 services, 10.244.0.0/16 pods); nothing is attached to the root
 # network namespace; teardown kills by pid and removes only what it created.
 #   KEEP=1 make e2e-lab   # leave the lab up (hack/e2e-lab.sh down removes it)
+#   LAB_KUBE_DNS=rke2 make e2e-lab   # kube-dns as RKE2 names it (Service
+#     rke2-coredns-rke2-coredns, ports udp-53/tcp-53), lrpdns installed with
+#     the rke2 component; default kubeadm (kube-dns, dns/dns-tcp)
 set -o errexit -o nounset -o pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
@@ -18,6 +21,12 @@ cd "$REPO_ROOT"
 LAB=${LAB_DIR:-${TMPDIR:-/tmp}/lrpdns-lab}
 ARTIFACTS=${ARTIFACTS:-$REPO_ROOT/_artifacts/e2e-lab}
 NODE_NS=lrpdns-node EXT_NS=lrpdns-ext NODE=lrpdns-node
+LAB_KUBE_DNS=${LAB_KUBE_DNS:-kubeadm}
+case "$LAB_KUBE_DNS" in
+  kubeadm) KUBE_DNS_SERVICE=kube-dns INSTALL=manifests ;;
+  rke2) KUBE_DNS_SERVICE=rke2-coredns-rke2-coredns INSTALL=e2e/lab/install/rke2 ;;
+  *) echo "e2e-lab: LAB_KUBE_DNS=$LAB_KUBE_DNS: want kubeadm or rke2" >&2; exit 2 ;;
+esac
 log() { echo "e2e-lab: $*" >&2; }
 
 cgroup_root() {
@@ -159,10 +168,12 @@ YAML
 
 deploy() {
   local t0=$SECONDS
-  k apply -f e2e/lab/kube-dns.yaml -f e2e/lab/hubble-relay.yaml >/dev/null
+  log "kube-dns as $LAB_KUBE_DNS names it: Service $KUBE_DNS_SERVICE; lrpdns from $INSTALL"
+  k apply -k "e2e/lab/kube-dns/$LAB_KUBE_DNS" >/dev/null
+  k apply -f e2e/lab/hubble-relay.yaml >/dev/null
   k -n kube-system rollout status deploy/coredns --timeout=180s
   k -n kube-system rollout status deploy/hubble-relay --timeout=180s
-  k apply -k manifests/
+  k apply -k "$INSTALL"
   k -n kube-system rollout status ds/node-local-dns --timeout=180s
   k -n kube-system rollout status deploy/lrpdns-controller --timeout=180s
   k apply -f e2e/lab/dns-visibility.yaml >/dev/null
@@ -181,7 +192,8 @@ suite() {
   LRPDNS_E2E_EXEC="$BIN/lab-node exec --dir $LAB/node --bin-dir $BIN --coredns $COREDNS" \
   LRPDNS_E2E_IMAGE=ghcr.io/lrpdns/lrpdns:v0.1.0 LRPDNS_E2E_ARTIFACTS="$ARTIFACTS" \
   LRPDNS_E2E_NODE_RESOLVERS=10.99.0.1 LRPDNS_E2E_EXTERNAL_ANSWER=198.51.100.53 \
-  LRPDNS_E2E_KUBECTL="$K8S/kubectl" LRPDNS_E2E_KUSTOMIZATION="$REPO_ROOT/manifests" \
+  LRPDNS_E2E_KUBECTL="$K8S/kubectl" LRPDNS_E2E_KUSTOMIZATION="$REPO_ROOT/$INSTALL" \
+  LRPDNS_E2E_KUBE_DNS_SERVICE="$KUBE_DNS_SERVICE" \
     nsenter --net="/run/netns/$NODE_NS" "$BIN/e2e.test" -test.v -test.count=1 -test.timeout=20m)
 }
 

@@ -28,7 +28,7 @@ const limit = 128 << 20
 
 // mixFor is how long each hostile mix runs; cool is the pause after it,
 // when memory is read again.
-var mixFor, cool = envDuration("SOAK_MIX", 8*time.Second), 3*time.Second
+var mixFor, cool = envDuration("SOAK_MIX", 8*time.Second), 6*time.Second
 
 type mix struct {
 	name string
@@ -348,10 +348,7 @@ func heldConnections(ctx context.Context, e *env) string {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		q := new(dns.Msg)
-		q.SetQuestion("held.example.com.", dns.TypeA)
-		b, _ := q.Pack()
-		msg := append([]byte{byte(len(b) >> 8), byte(len(b))}, b...)
+		msg := packed("held.example.com.", true)
 		for ctx.Err() == nil {
 			for _, c := range conns {
 				_ = c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
@@ -425,10 +422,7 @@ func configFaults(ctx context.Context, e *env) string {
 func tcpFlood(ctx context.Context, e *env) string {
 	var sent atomic.Int64
 	var wg sync.WaitGroup
-	q := new(dns.Msg)
-	q.SetQuestion("good0.example.com.", dns.TypeA)
-	b, _ := q.Pack()
-	msg := append([]byte{byte(len(b) >> 8), byte(len(b))}, b...)
+	msg := packed("good0.example.com.", true)
 	for range 16 {
 		wg.Add(1)
 		go func() {
@@ -458,9 +452,7 @@ func udpFlood(ctx context.Context, e *env) string {
 	paused0 := e.metric("lrpdns_node_cache_udp_reads_paused_total")
 	var sent atomic.Int64
 	var wg sync.WaitGroup
-	q := new(dns.Msg)
-	q.SetQuestion("good0.example.com.", dns.TypeA)
-	b, _ := q.Pack()
+	b := packed("good0.example.com.", false)
 	for range 8 {
 		wg.Add(1)
 		go func() {
@@ -479,6 +471,18 @@ func udpFlood(ctx context.Context, e *env) string {
 	}
 	wg.Wait()
 	return fmt.Sprintf("%d queries from 8 sockets, not waiting for answers; reads paused for in-flight queries: %.0f", sent.Load(), e.metric("lrpdns_node_cache_udp_reads_paused_total")-paused0)
+}
+
+// packed is an A query for name on the wire, with TCP's length prefix
+// when tcp.
+func packed(name string, tcp bool) []byte {
+	q := new(dns.Msg)
+	q.SetQuestion(name, dns.TypeA)
+	b, _ := q.Pack()
+	if !tcp {
+		return b
+	}
+	return append([]byte{byte(len(b) >> 8), byte(len(b))}, b...)
 }
 
 type discard struct{}

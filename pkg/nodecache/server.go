@@ -76,6 +76,7 @@ func (s *Server) ReloadOn(c <-chan os.Signal) { s.hup = c }
 func (s *Server) Serve(ctx context.Context) error {
 	w := s.watch()
 	defer w.close()
+	go releaseMemory(ctx)
 	tick := time.NewTicker(s.opts.CheckInterval)
 	defer tick.Stop()
 	var pending <-chan time.Time
