@@ -75,7 +75,7 @@ func TestE2E(t *testing.T) {
 	t.Run("policy is in place", s.policyInPlace)
 	t.Run("names resolve through the cache", s.resolve)
 	t.Run("verify passes on Hubble flows", s.verifyFlows)
-	t.Run("lrpdns verify with only --kubeconfig passes", s.verifyCLI)
+	t.Run("the install's commands as the docs give them; lrpdns verify alone passes", s.verifyCLI)
 	t.Run("a policy removed by hand shows as bypass and is restored", s.bypassReported)
 	t.Run("a client policy that allows kube-dns only fails verify with the drop", s.clientPolicy)
 	// The scenarios below run under continuous queries; each prints
@@ -503,25 +503,45 @@ func (s *suite) portChange(t *testing.T) {
 	s.verifyPasses(t)
 }
 
-// verifyCLI runs `lrpdns verify --kubeconfig FILE` as a user does, through
+// verifyCLI runs the commands README and docs/install.md give after an
+// install, as written: `kubectl describe ds` shows the controller's Event,
+// `kubectl get ciliumlocalredirectpolicy` finds the policy, and `lrpdns
+// verify` (with $KUBECONFIG, then with --kubeconfig FILE) passes through
 // the same Run as the binary: it reads the policy, the cache and kube-dns
 // from the cluster and reaches Hubble Relay by a port-forward through the
-// API server. Flows of the last five minutes (its default window) are all
-// judged, so a bypass earlier in the suite fails it too.
+// API server. Its default window is five minutes, so a bypass earlier in
+// the suite fails it too.
 func (s *suite) verifyCLI(t *testing.T) {
+	ns := s.names.Namespace
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-n", ns, "describe", "ds", s.names.DaemonSet}, lrp.ReasonCreated},
+		{[]string{"-n", ns, "get", "ciliumlocalredirectpolicy", s.names.Policy}, s.names.Policy},
+	} {
+		out, err := s.cluster.Kubectl(t.Context(), c.args...)
+		if err != nil || !strings.Contains(out, c.want) {
+			t.Errorf("kubectl %s: %v; output lacks %q:\n%s", strings.Join(c.args, " "), err, c.want, out)
+		}
+	}
 	if _, err := s.probe(t.Context(), append([]string{"--count", "20", "--interval", "20ms"}, s.mix...)...); err != nil {
 		t.Logf("probe: %v", err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	var out, errOut bytes.Buffer
-	err := app.Run(t.Context(), []string{"verify", "--kubeconfig", s.cluster.Kubeconfig()}, &out, &errOut)
-	t.Logf("+ lrpdns verify --kubeconfig %s\n%s%s", s.cluster.Kubeconfig(), errOut.String(), out.String())
-	if err != nil {
-		t.Fatalf("lrpdns verify --kubeconfig: %v", err)
-	}
-	for _, want := range []string{"port-forward", "PASS"} {
-		if !strings.Contains(errOut.String()+out.String(), want) {
-			t.Errorf("lrpdns verify output lacks %q", want)
+	t.Setenv("KUBECONFIG", s.cluster.Kubeconfig())
+	for _, args := range [][]string{{"verify"}, {"verify", "--kubeconfig", s.cluster.Kubeconfig()}} {
+		var out, errOut bytes.Buffer
+		err := app.Run(t.Context(), args, &out, &errOut)
+		t.Logf("+ lrpdns %s\n%s%s", strings.Join(args, " "), errOut.String(), out.String())
+		if err != nil {
+			t.Errorf("lrpdns %s: %v", strings.Join(args, " "), err)
+			continue
+		}
+		for _, want := range []string{"port-forward", "PASS"} {
+			if !strings.Contains(errOut.String()+out.String(), want) {
+				t.Errorf("lrpdns %s: output lacks %q", strings.Join(args, " "), want)
+			}
 		}
 	}
 }
