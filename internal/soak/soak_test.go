@@ -110,6 +110,7 @@ func TestSoak(t *testing.T) {
 		{name: "upstream hangs (every query dropped)", run: upstreamDown},
 		{name: "3,000 held TCP connections", run: heldConnections},
 		{name: "cache pressure (a new name per query)", run: cachePressure},
+		{name: "cache pressure in 32 stub domains (the most allowed)", run: stubPressure},
 		{name: "config faults and 20 SIGHUPs", run: configFaults},
 		{name: "TCP pipelining flood", cpuFlood: true, run: tcpFlood},
 		{name: "UDP flood of cache hits", cpuFlood: true, run: udpFlood},
@@ -383,6 +384,36 @@ func cachePressure(ctx context.Context, e *env) string {
 	}
 	wg.Wait()
 	return fmt.Sprintf("%d new names", n.Load())
+}
+
+// stubPressure fills the caches of as many stub domains as the cache
+// accepts (each a server block with its own cache): the worst memory a
+// configuration allows.
+func stubPressure(ctx context.Context, e *env) string {
+	stubs := map[string][]string{}
+	for i := range 32 {
+		stubs[fmt.Sprintf("s%d.example", i)] = []string{e.upstream}
+	}
+	gen0 := e.metric("lrpdns_node_cache_config_generation")
+	writeConfigMap(e.t, e.dir, map[string]string{"stubDomains": jsonMap(stubs)}, e.upstream)
+	for e.metric("lrpdns_node_cache_config_generation") == gen0 && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				_, _ = query("udp", e.addr, fmt.Sprintf("p%d-%d.s%d.example.", w, i, i%32), time.Second)
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	writeConfigMap(e.t, e.dir, nil, e.upstream)
+	return fmt.Sprintf("%d new names across 32 stub domains", n.Load())
 }
 
 func upstreamDown(ctx context.Context, e *env) string {

@@ -131,3 +131,18 @@ func TestParseServer(t *testing.T) {
 		}
 	}
 }
+
+// TestStubCapacity: the stub domains share StubCacheBudget entries of each
+// kind, evenly, capped by the main capacity, at least one cache shard.
+func TestStubCapacity(t *testing.T) {
+	for _, tc := range []struct{ main, stubs, want int }{
+		{9984, 1, 9984}, {9984, 2, 8192}, {9984, 3, 5461}, {9984, 32, 512}, {9984, 100, 256}, {300, 1, 300}, {9984, 0, 9984},
+	} {
+		if got := stubCapacity(tc.main, tc.stubs); got != tc.want {
+			t.Errorf("stubCapacity(%d, %d) = %d, want %d", tc.main, tc.stubs, got, tc.want)
+		}
+		if tc.stubs > 0 && tc.stubs*stubCapacity(tc.main, tc.stubs) > max(StubCacheBudget, 256*tc.stubs) {
+			t.Errorf("%d stubs hold %d entries together, over the budget", tc.stubs, tc.stubs*stubCapacity(tc.main, tc.stubs))
+		}
+	}
+}
