@@ -29,10 +29,10 @@ func newCgroup(name string, limit int64) (*cgroup, error) {
 }
 
 func (c *cgroup) make(limitFile string, limit int64) error {
-	if err := os.Mkdir(c.dir, 0o755); err != nil {
+	if err := os.Mkdir(c.dir, 0o750); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(c.dir, limitFile), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(c.dir, limitFile), []byte(strconv.FormatInt(limit, 10)), 0o600); err != nil {
 		_ = os.Remove(c.dir)
 		return err
 	}

@@ -28,7 +28,7 @@ const limit = 128 << 20
 
 // mixFor is how long each hostile mix runs; cool is the pause after it,
 // when memory is read again.
-var mixFor, cool = envDuration("SOAK_MIX", 8*time.Second), 6*time.Second
+var mixFor, cool = envDuration("SOAK_MIX", 8*time.Second), 6 * time.Second
 
 type mix struct {
 	name string

@@ -27,7 +27,7 @@ func startUpstream() (*upstream, error) {
 		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
 			break
 		}
-		pc.Close()
+		_ = pc.Close()
 	}
 	if err != nil {
 		return nil, err

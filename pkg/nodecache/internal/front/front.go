@@ -136,7 +136,7 @@ func (f *Front) listen() error {
 	}
 	for _, a := range want {
 		if err := f.serve(a); err != nil {
-			f.shutdownLocked()
+			_ = f.shutdownLocked()
 			return err
 		}
 	}
@@ -155,7 +155,7 @@ func (f *Front) serve(addr string) error {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, port))
 	if err != nil {
-		ln.Close()
+		_ = ln.Close()
 		return fmt.Errorf("front: %w", err)
 	}
 	if uc, ok := pc.(*net.UDPConn); ok && f.limits.UDPReadBuffer > 0 {
@@ -170,7 +170,9 @@ func (f *Front) serve(addr string) error {
 	}
 	udp := &dns.Server{PacketConn: pc, Net: "udp", Handler: h}
 	if f.limits.MaxGoroutines > 0 {
-		udp.DecorateReader = func(r dns.Reader) dns.Reader { return &pacedReader{Reader: r, max: f.limits.MaxGoroutines, waited: &f.paused} }
+		udp.DecorateReader = func(r dns.Reader) dns.Reader {
+			return &pacedReader{Reader: r, max: f.limits.MaxGoroutines, waited: &f.paused}
+		}
 	}
 	for _, s := range []*dns.Server{tcp, udp} {
 		started := make(chan struct{})
@@ -221,9 +223,9 @@ func freeLoopbackPort() (string, error) {
 		}
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
 		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", port))
-		ln.Close()
+		_ = ln.Close()
 		if err == nil {
-			pc.Close()
+			_ = pc.Close()
 			return port, nil
 		}
 	}

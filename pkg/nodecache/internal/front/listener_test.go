@@ -62,7 +62,6 @@ func TestAcceptBacksOffAtTheDescriptorLimit(t *testing.T) {
 	}
 }
 
-
 // TestCapCountsEachConnectionOnce: the cap refuses the connection over it,
 // and a connection closed twice frees one place, not two.
 func TestCapCountsEachConnectionOnce(t *testing.T) {

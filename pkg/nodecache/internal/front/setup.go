@@ -17,7 +17,7 @@ import (
 // Name is the plugin's directive.
 const Name = "front"
 
-func init() { plugin.Register(Name, setup) }
+func init() { plugin.Register(Name, setup) } //nolint:gochecknoinits // CoreDNS plugins register themselves in init
 
 // handover bounds how long a stopping server waits for its successor.
 const handover = 2 * time.Second

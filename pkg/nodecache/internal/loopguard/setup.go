@@ -16,7 +16,7 @@ import (
 // Name is the plugin's directive.
 const Name = "loopguard"
 
-func init() { plugin.Register(Name, setup) }
+func init() { plugin.Register(Name, setup) } //nolint:gochecknoinits // CoreDNS plugins register themselves in init
 
 // Probe timings, as CoreDNS's loop plugin: retry an unanswered probe each
 // second for up to 30 s; once answered, stop looking 2 s later.
