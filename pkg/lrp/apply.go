@@ -38,7 +38,11 @@ func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, wa
 		if !serviceDrifted(cur, want) {
 			return cur, nil
 		}
-		if err := r.apply(ctx, want); err != nil {
+		// On its address: if the cached Service was in fact deleted a moment
+		// ago, server-side apply creates it, and must not pick a new one.
+		repaired := want.DeepCopy()
+		repaired.Spec.ClusterIP, repaired.Spec.ClusterIPs = cur.Spec.ClusterIP, cur.Spec.ClusterIPs
+		if err := r.apply(ctx, repaired); err != nil {
 			return nil, err
 		}
 		r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonRepaired, "Update", "restored Service %s to kube-dns's selector and DNS ports", want.Name)
