@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,6 +78,7 @@ func TestE2E(t *testing.T) {
 	t.Run("names resolve through the cache", s.resolve)
 	t.Run("verify passes on Hubble flows", s.verifyFlows)
 	t.Run("the install's commands as the docs give them; lrpdns verify alone passes", s.verifyCLI)
+	t.Run("docs/verify.md's other commands as written", s.verifyDocs)
 	t.Run("a policy removed by hand shows as bypass and is restored", s.bypassReported)
 	t.Run("a client policy that allows kube-dns only fails verify with the drop", s.clientPolicy)
 	// The scenarios below run under continuous queries; each prints
@@ -544,6 +547,53 @@ func (s *suite) verifyCLI(t *testing.T) {
 			}
 		}
 	}
+}
+
+// verifyDocs runs docs/verify.md's other two commands as written, in a
+// shell, with the lrpdns and hubble binaries on PATH (LRPDNS_E2E_PATH):
+// verify against Hubble Relay on localhost:4245 (a port-forward, the
+// suite's own when nothing listens there yet), and `hubble observe` piped
+// into `lrpdns verify --flows -`.
+func (s *suite) verifyDocs(t *testing.T) {
+	path := os.Getenv("LRPDNS_E2E_PATH")
+	if path == "" {
+		t.Skip("LRPDNS_E2E_PATH (the directories of lrpdns and hubble) is not set")
+	}
+	const relay = "127.0.0.1:4245"
+	if !listening(relay) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go func() {
+			_, _ = s.cluster.Kubectl(ctx, "-n", "kube-system", "port-forward", "svc/hubble-relay", "4245:80")
+		}()
+		waitFor(t, 30*time.Second, "kubectl port-forward svc/hubble-relay 4245:80", func() bool { return listening(relay) })
+	}
+	if _, err := s.probe(t.Context(), append([]string{"--count", "20", "--interval", "20ms"}, s.mix...)...); err != nil {
+		t.Logf("probe: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	for _, line := range []string{
+		"lrpdns verify --kubeconfig " + s.cluster.Kubeconfig() + " --hubble-server localhost:4245",
+		"hubble observe --since 5m -o jsonpb | lrpdns verify --flows -",
+	} {
+		cmd := exec.CommandContext(t.Context(), "sh", "-c", line)
+		cmd.Env = append(os.Environ(), "PATH="+path+string(os.PathListSeparator)+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		t.Logf("+ %s\n%s", line, out)
+		if err != nil {
+			t.Errorf("%s: %v", line, err)
+		} else if !strings.Contains(string(out), "PASS: the node-local DNS path is proven") {
+			t.Errorf("%s: output lacks the PASS line", line)
+		}
+	}
+}
+
+func listening(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		_ = c.Close()
+	}
+	return err == nil
 }
 
 // verifyPasses waits for lrpdns verify to pass on the flows of one round of

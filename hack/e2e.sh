@@ -90,6 +90,7 @@ k apply -k "$overlay"
 k -n kube-system rollout status ds/node-local-dns --timeout=5m
 k -n kube-system rollout status deploy/lrpdns-controller --timeout=5m
 
+hack/build.sh >/dev/null # bin/lrpdns: the suite runs docs/verify.md's commands with it
 k -n kube-system port-forward svc/hubble-relay 4245:80 > "$ARTIFACTS/port-forward.log" 2>&1 &
 pf_pid=$!
 for _ in $(seq 30); do (exec 3<>/dev/tcp/127.0.0.1/4245) 2>/dev/null && break; sleep 1; done
@@ -97,6 +98,7 @@ for _ in $(seq 30); do (exec 3<>/dev/tcp/127.0.0.1/4245) 2>/dev/null && break; s
 
 LRPDNS_E2E_KUBECONFIG="$KUBECONFIG" LRPDNS_E2E_HUBBLE=localhost:4245 LRPDNS_E2E_KUBECTL="$KUBECTL" \
 LRPDNS_E2E_IMAGE="$IMAGE_REPO/lrpdns:$IMAGE_TAG" LRPDNS_E2E_ARTIFACTS="$ARTIFACTS" LRPDNS_E2E_KUSTOMIZATION="$overlay" \
+LRPDNS_E2E_PATH="$BIN:$(dirname "$HUBBLE")" \
   go test -tags e2e -count=1 -v -timeout 30m ./e2e/
 
 # The suite logged `lrpdns verify` while the path was up; these are the last
