@@ -289,14 +289,8 @@ func malformed(ctx context.Context, e *env) string {
 	var udp, tcp atomic.Int64
 	var wg sync.WaitGroup
 	for range 2 {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			c, err := net.Dial("udp", e.addr)
-			if err != nil {
-				return
-			}
-			defer c.Close()
+		wg.Add(1)
+		udpSender(&wg, e.addr, func(c net.Conn) {
 			buf := make([]byte, 600)
 			tick := time.NewTicker(time.Millisecond) // 1,000/s from each of 2
 			defer tick.Stop()
@@ -310,7 +304,8 @@ func malformed(ctx context.Context, e *env) string {
 				_, _ = c.Write(buf[:max(n, 1)])
 				udp.Add(1)
 			}
-		}()
+		})
+		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, 600)
@@ -486,22 +481,30 @@ func udpFlood(ctx context.Context, e *env) string {
 	b := packed("good0.example.com.", false)
 	for range 8 {
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := net.Dial("udp", e.addr)
-			if err != nil {
-				return
-			}
-			defer c.Close()
+		udpSender(&wg, e.addr, func(c net.Conn) {
 			go func() { _, _ = bufio.NewReader(c).WriteTo(discard{}) }()
 			for ctx.Err() == nil {
 				_, _ = c.Write(b)
 				sent.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return fmt.Sprintf("%d queries from 8 sockets, not waiting for answers; reads paused for in-flight queries: %.0f", sent.Load(), e.metric("lrpdns_node_cache_udp_reads_paused_total")-paused0)
+}
+
+// udpSender runs send on a UDP socket connected to addr, in a goroutine
+// that marks wg done.
+func udpSender(wg *sync.WaitGroup, addr string, send func(c net.Conn)) {
+	go func() {
+		defer wg.Done()
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		send(c)
+	}()
 }
 
 // packed is an A query for name on the wire, with TCP's length prefix
