@@ -31,17 +31,29 @@ func TestTCPConnectionsAreCapped(t *testing.T) {
 		}
 		return err
 	}
-	dial := func() *dns.Conn {
+	dial := func() (*dns.Conn, error) {
 		c, err := net.Dial("tcp", h.dns["tcp"])
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		t.Cleanup(func() { c.Close() })
-		return &dns.Conn{Conn: c}
+		return &dns.Conn{Conn: c}, nil
+	}
+	// dialAsk dials and asks; a connection reset while dialling (the cache
+	// closes an over-cap connection with a reset) is a refusal too.
+	dialAsk := func(name string) error {
+		c, err := dial()
+		if err != nil {
+			return err
+		}
+		return ask(c, name)
 	}
 	var held []*dns.Conn
 	for i := range 5 {
-		c := dial()
+		c, err := dial()
+		if err != nil {
+			t.Fatalf("connection %d of 5: %v", i+1, err)
+		}
 		if err := ask(c, "held.example.com"); err != nil {
 			t.Fatalf("connection %d of 5: %v", i+1, err)
 		}
@@ -50,7 +62,7 @@ func TestTCPConnectionsAreCapped(t *testing.T) {
 	if _, n := h.metric("lrpdns_node_cache_tcp_connections "); n != 5 {
 		t.Errorf("tcp_connections = %v, want 5", n)
 	}
-	if err := ask(dial(), "sixth.example.com"); err == nil {
+	if err := dialAsk("sixth.example.com"); err == nil {
 		t.Fatal("a sixth TCP connection was served with 5 open and --max-tcp-connections=5")
 	} else {
 		var ne net.Error
@@ -63,7 +75,7 @@ func TestTCPConnectionsAreCapped(t *testing.T) {
 	}
 	h.mustAnswer("udp-still.example.com", "192.0.2.1")
 	held[0].Close()
-	if !eventually(2*time.Second, func() bool { return ask(dial(), "after.example.com") == nil }) {
+	if !eventually(2*time.Second, func() bool { return dialAsk("after.example.com") == nil }) {
 		t.Error("no TCP connection served after one of the five closed")
 	}
 }
