@@ -57,9 +57,12 @@ func BenchmarkCache(b *testing.B) {
 	if err != nil {
 		b.Fatalf("render: %v", err)
 	}
-	// front is node-cache's own socket owner; stock CoreDNS opens its
-	// listeners itself.
-	write(b, filepath.Join(dir, "Corefile"), strings.ReplaceAll(string(corefile), "\n    front\n", "\n"))
+	// Stock CoreDNS has neither of node-cache's own plugins: front (it opens
+	// its listeners itself) and loopguard (its loop plugin does the same
+	// probe).
+	stock := strings.ReplaceAll(string(corefile), "\n    front\n", "\n")
+	stock = strings.ReplaceAll(stock, "\n    loopguard\n", "\n    loop\n")
+	write(b, filepath.Join(dir, "Corefile"), stock)
 	servers[1].cmd = exec.Command(coreDNS, "-conf", filepath.Join(dir, "Corefile"), "-quiet")
 	for _, s := range servers {
 		s.start(b)
