@@ -18,6 +18,7 @@ import (
 // probeReport is what `lrpdns probe` prints.
 type probeReport struct {
 	Server   string `json:"server"`
+	Client   string `json:"client"`
 	Sent     int    `json:"sent"`
 	Answered int    `json:"answered"`
 	Failed   int    `json:"failed"`
@@ -91,6 +92,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	server := fs.String("server", "", "DNS server `IP[:PORT]`; default: the first nameserver of /etc/resolv.conf")
 	tcp := fs.Bool("tcp", false, "query over TCP")
+	client := fs.String("client", clientSocket, "how the client holds its sockets: "+clientSocket+" (a new socket per query, as glibc does), "+clientUDPConnected+" (one connected UDP socket for every query, as c-ares does), "+clientTCPKeepalive+" (one TCP connection, opened again after an error)")
 	interval := fs.Duration("interval", 20*time.Millisecond, "pause between queries")
 	duration := fs.Duration("duration", 0, "stop after this long")
 	count := fs.Int("count", 0, "stop after this many queries")
@@ -133,11 +135,12 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		addr = net.JoinHostPort(addr, "53")
 	}
-	c := &dns.Client{Timeout: *timeout}
-	if *tcp {
-		c.Net = "tcp"
+	ex, err := newExchanger(*client, *tcp, addr, *timeout)
+	if err != nil {
+		return err
 	}
-	rep := probeReport{Server: addr, Answers: map[string]int{}}
+	defer ex.close()
+	rep := probeReport{Server: addr, Client: ex.kind(), Answers: map[string]int{}}
 	deadline := time.Now().Add(*duration)
 	for i := 0; (*count <= 0 || i < *count) && (*duration <= 0 || time.Now().Before(deadline)); i++ {
 		if ctx.Err() != nil {
@@ -153,7 +156,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		m.SetQuestion(t.name, dns.TypeA)
 		rep.Sent++
 		sent := time.Now()
-		r, _, err := c.ExchangeContext(ctx, m, addr)
+		r, err := ex.exchange(ctx, m)
 		switch {
 		case err != nil:
 			rep.Failed++

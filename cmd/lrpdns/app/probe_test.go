@@ -6,9 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/miekg/dns"
 
 	"github.com/lrpdns/lrpdns/internal/dnstest"
 )
@@ -130,5 +135,84 @@ func TestProbeFlagAfterNames(t *testing.T) {
 	err := Run(context.Background(), []string{"probe", "--count", "1", "a.example.com", "--fresh-external", "example.com"}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), `flag "--fresh-external" after the names`) {
 		t.Errorf("error = %v, want the misplaced flag named", err)
+	}
+}
+
+// peerRecorder answers every A query with 192.0.2.9 over UDP and TCP on one
+// port and records the client address of each query.
+type peerRecorder struct {
+	addr  string
+	mu    sync.Mutex
+	peers []string
+}
+
+func startPeerRecorder(t *testing.T) *peerRecorder {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		t.Skipf("port %s taken over TCP: %v", pc.LocalAddr(), err)
+	}
+	p := &peerRecorder{addr: pc.LocalAddr().String()}
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		p.mu.Lock()
+		p.peers = append(p.peers, w.RemoteAddr().Network()+" "+w.RemoteAddr().String())
+		p.mu.Unlock()
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.IPv4(192, 0, 2, 9)})
+		_ = w.WriteMsg(m)
+	})
+	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
+		go func() { _ = s.ActivateAndServe() }()
+		t.Cleanup(func() { _ = s.Shutdown() })
+	}
+	return p
+}
+
+func (p *peerRecorder) distinct() (int, []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := map[string]bool{}
+	for _, x := range p.peers {
+		seen[x] = true
+	}
+	return len(seen), slices.Clone(p.peers)
+}
+
+// TestProbeClientKinds: each client kind holds its sockets as the resolver
+// it stands for: a new UDP socket per query, one connected UDP socket, one
+// TCP connection; every query is answered.
+func TestProbeClientKinds(t *testing.T) {
+	for _, tc := range []struct {
+		client, kind string
+		peers        int // distinct client addresses for 5 queries
+	}{
+		{"socket", "udp, a socket per query", 5},
+		{"udp-connected", "udp, one connected socket", 1},
+		{"tcp-keepalive", "tcp, one connection kept open", 1},
+	} {
+		t.Run(tc.client, func(t *testing.T) {
+			s := startPeerRecorder(t)
+			var out bytes.Buffer
+			args := []string{"probe", "--server", s.addr, "--client", tc.client, "--count", "5", "--interval", "0s", "a.example.com=192.0.2.9"}
+			if err := Run(context.Background(), args, &out, io.Discard); err != nil {
+				t.Fatalf("probe: %v\n%s", err, out.String())
+			}
+			var rep probeReport
+			if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+				t.Fatal(err)
+			}
+			n, peers := s.distinct()
+			if rep.Answered != 5 || rep.Client != tc.kind || n != tc.peers || len(peers) != 5 {
+				t.Errorf("report %+v; the server saw %d queries from %d client addresses %v; want 5 answered, client %q, from %d", rep, len(peers), n, peers, tc.kind, tc.peers)
+			}
+		})
+	}
+	if err := Run(context.Background(), []string{"probe", "--client", "bogus", "--server", "127.0.0.1:1", "--count", "1", "a.example.com"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), `--client "bogus"`) {
+		t.Errorf("unknown client kind: %v, want it named", err)
 	}
 }

@@ -1,0 +1,107 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// The probe's client kinds: how real resolvers hold their sockets, which
+// decides what a socket-level load balancer does to them across a rollout.
+const (
+	clientSocket       = "socket"
+	clientUDPConnected = "udp-connected"
+	clientTCPKeepalive = "tcp-keepalive"
+)
+
+// exchanger sends one query and returns its answer.
+type exchanger struct {
+	name    string
+	addr    string
+	timeout time.Duration
+	client  *dns.Client // a new socket per query
+	network string      // of the kept connection
+	conn    *dns.Conn   // the kept connection, when there is one
+}
+
+func newExchanger(kind string, tcp bool, addr string, timeout time.Duration) (*exchanger, error) {
+	e := &exchanger{name: kind, addr: addr, timeout: timeout}
+	switch kind {
+	case clientSocket:
+		e.client = &dns.Client{Timeout: timeout}
+		if tcp {
+			e.client.Net = "tcp"
+			e.name = "tcp, a connection per query"
+		} else {
+			e.name = "udp, a socket per query"
+		}
+	case clientUDPConnected:
+		e.network, e.name = "udp", "udp, one connected socket"
+	case clientTCPKeepalive:
+		e.network, e.name = "tcp", "tcp, one connection kept open"
+	default:
+		return nil, fmt.Errorf("probe: --client %q: want %s, %s or %s", kind, clientSocket, clientUDPConnected, clientTCPKeepalive)
+	}
+	if tcp && kind != clientSocket {
+		return nil, fmt.Errorf("probe: --tcp goes with --client %s only", clientSocket)
+	}
+	return e, nil
+}
+
+func (e *exchanger) kind() string { return e.name }
+
+func (e *exchanger) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	if e.client != nil {
+		r, _, err := e.client.ExchangeContext(ctx, m, e.addr)
+		return r, err
+	}
+	if e.conn == nil {
+		d := net.Dialer{Timeout: e.timeout}
+		c, err := d.DialContext(ctx, e.network, e.addr)
+		if err != nil {
+			return nil, err
+		}
+		e.conn = &dns.Conn{Conn: c}
+	}
+	r, err := e.roundTrip(m)
+	var ne net.Error
+	timedOut := errors.As(err, &ne) && ne.Timeout()
+	// A TCP client opens its connection again after any error; a UDP one
+	// (c-ares) keeps its socket through timeouts and only replaces a
+	// socket that failed.
+	if err != nil && (e.network == "tcp" || !timedOut) {
+		e.close()
+	}
+	return r, err
+}
+
+// roundTrip writes m and reads until the answer with m's ID arrives (a late
+// answer to an earlier query is skipped, as resolvers do) or the timeout
+// passes.
+func (e *exchanger) roundTrip(m *dns.Msg) (*dns.Msg, error) {
+	deadline := time.Now().Add(e.timeout)
+	_ = e.conn.SetDeadline(deadline)
+	if err := e.conn.WriteMsg(m); err != nil {
+		return nil, err
+	}
+	for {
+		r, err := e.conn.ReadMsg()
+		if err != nil {
+			return nil, err
+		}
+		if r.Id == m.Id {
+			return r, nil
+		}
+	}
+}
+
+func (e *exchanger) close() {
+	if e.conn != nil {
+		_ = e.conn.Close()
+		e.conn = nil
+	}
+}
