@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +37,7 @@ const clientPod = "lrpdns-e2e-client"
 
 // probeResult mirrors `lrpdns probe` output.
 type probeResult struct {
+	Client                        string
 	Sent, Answered, Failed, Wrong int
 	Failures                      []string
 	Answers                       map[string]int
@@ -123,30 +125,40 @@ func (s *suite) queryMix(t *testing.T) []string {
 func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action func()) probeResult {
 	t.Helper()
 	ctx := t.Context()
-	done := make(chan struct{})
-	var r probeResult
-	var perr error
-	go func() {
-		defer close(done)
-		r, perr = s.probe(ctx, append([]string{"--duration", d.String(), "--interval", "20ms"}, s.mix...)...)
-	}()
+	// One probe per client kind, side by side: a new socket per query
+	// (glibc), one connected UDP socket (c-ares), one TCP connection.
+	kinds := []string{"socket", "udp-connected", "tcp-keepalive"}
+	results := make([]probeResult, len(kinds))
+	errs := make([]error, len(kinds))
+	var wg sync.WaitGroup
+	for i, kind := range kinds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = s.probe(ctx, append([]string{"--client", kind, "--duration", d.String(), "--interval", "20ms"}, s.mix...)...)
+		}()
+	}
 	began := time.Now()
 	time.Sleep(3 * time.Second)
 	start := time.Now()
 	action()
 	took := time.Since(start)
-	<-done
-	if r.Failed > 0 {
-		s.saveFlows(t, scenario, time.Since(began)+time.Second)
+	wg.Wait()
+	saved := false
+	for i, r := range results {
+		t.Logf("%s (%s): %d sent, %d answered, %d failed", scenario, r.Client, r.Sent, r.Answered, r.Failed)
+		if r.Failed > 0 && !saved {
+			s.saveFlows(t, scenario, time.Since(began)+time.Second)
+			saved = true
+		}
+		if errs[i] != nil || r.Failed != 0 || r.Sent < int(d/(100*time.Millisecond)) {
+			t.Errorf("%s (%s): %+v, %v; want 0 failed", scenario, kinds[i], r, errs[i])
+		}
 	}
-	t.Logf("%s (udp, a socket per query): %d sent, %d answered, %d failed", scenario, r.Sent, r.Answered, r.Failed)
 	if took > d-3*time.Second {
 		t.Errorf("%s took %v, longer than the queries around it (%v)", scenario, took.Round(time.Second), d)
 	}
-	if perr != nil || r.Failed != 0 || r.Sent < int(d/(100*time.Millisecond)) {
-		t.Errorf("%s: %+v, %v; want 0 failed", scenario, r, perr)
-	}
-	return r
+	return results[0]
 }
 
 func (s *suite) startClient(t *testing.T) {
