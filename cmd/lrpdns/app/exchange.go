@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -59,15 +61,21 @@ func (e *exchanger) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) 
 		r, _, err := e.client.ExchangeContext(ctx, m, e.addr)
 		return r, err
 	}
-	if e.conn == nil {
-		d := net.Dialer{Timeout: e.timeout}
-		c, err := d.DialContext(ctx, e.network, e.addr)
-		if err != nil {
-			return nil, err
-		}
-		e.conn = &dns.Conn{Conn: c}
+	reused := e.conn != nil
+	if err := e.dial(ctx); err != nil {
+		return nil, err
 	}
 	r, err := e.roundTrip(m)
+	if err != nil && reused && e.network == "tcp" && closedByPeer(err) {
+		// The server closed the kept connection (its idle timeout, or its
+		// cap on queries per connection) before answering: a TCP client
+		// sends the query again on a new connection (RFC 7766, 6.2.1).
+		e.close()
+		if err := e.dial(ctx); err != nil {
+			return nil, err
+		}
+		r, err = e.roundTrip(m)
+	}
 	var ne net.Error
 	timedOut := errors.As(err, &ne) && ne.Timeout()
 	// A TCP client opens its connection again after any error; a UDP one
@@ -77,6 +85,24 @@ func (e *exchanger) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) 
 		e.close()
 	}
 	return r, err
+}
+
+func (e *exchanger) dial(ctx context.Context) error {
+	if e.conn != nil {
+		return nil
+	}
+	d := net.Dialer{Timeout: e.timeout}
+	c, err := d.DialContext(ctx, e.network, e.addr)
+	if err != nil {
+		return err
+	}
+	e.conn = &dns.Conn{Conn: c}
+	return nil
+}
+
+// closedByPeer is an error of a connection the other side closed.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // roundTrip writes m and reads until the answer with m's ID arrives (a late

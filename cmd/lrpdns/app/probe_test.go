@@ -146,7 +146,7 @@ type peerRecorder struct {
 	peers []string
 }
 
-func startPeerRecorder(t *testing.T) *peerRecorder {
+func startPeerRecorder(t *testing.T, maxTCPQueries int) *peerRecorder {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -166,7 +166,7 @@ func startPeerRecorder(t *testing.T) *peerRecorder {
 		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.IPv4(192, 0, 2, 9)})
 		_ = w.WriteMsg(m)
 	})
-	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
+	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h, MaxTCPQueries: maxTCPQueries}} {
 		go func() { _ = s.ActivateAndServe() }()
 		t.Cleanup(func() { _ = s.Shutdown() })
 	}
@@ -196,7 +196,7 @@ func TestProbeClientKinds(t *testing.T) {
 		{"tcp-keepalive", "tcp, one connection kept open", 1},
 	} {
 		t.Run(tc.client, func(t *testing.T) {
-			s := startPeerRecorder(t)
+			s := startPeerRecorder(t, -1)
 			var out bytes.Buffer
 			args := []string{"probe", "--server", s.addr, "--client", tc.client, "--count", "5", "--interval", "0s", "a.example.com=192.0.2.9"}
 			if err := Run(context.Background(), args, &out, io.Discard); err != nil {
@@ -211,6 +211,17 @@ func TestProbeClientKinds(t *testing.T) {
 				t.Errorf("report %+v; the server saw %d queries from %d client addresses %v; want 5 answered, client %q, from %d", rep, len(peers), n, peers, tc.kind, tc.peers)
 			}
 		})
+	}
+	// A server that closes each connection after 2 queries (as node-cache
+	// does after --max-tcp-queries): the query that meets the closed
+	// connection is sent again on a new one, not lost.
+	s := startPeerRecorder(t, 2)
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"probe", "--server", s.addr, "--client", "tcp-keepalive", "--count", "7", "--interval", "10ms", "a.example.com=192.0.2.9"}, &out, io.Discard); err != nil {
+		t.Errorf("tcp-keepalive against a server closing after 2 queries: %v\n%s", err, out.String())
+	}
+	if n, peers := s.distinct(); n != 4 || len(peers) != 7 {
+		t.Errorf("the server saw %d queries on %d connections %v; want 7 on 4", len(peers), n, peers)
 	}
 	if err := Run(context.Background(), []string{"probe", "--client", "bogus", "--server", "127.0.0.1:1", "--count", "1", "a.example.com"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), `--client "bogus"`) {
 		t.Errorf("unknown client kind: %v, want it named", err)
