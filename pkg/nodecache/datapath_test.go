@@ -191,9 +191,8 @@ func TestDualStackListener(t *testing.T) {
 // loop plugin stop the process (on every node: the ConfigMap is the
 // cluster's). Each is refused, named in the log, and the cache keeps serving.
 func TestLoopingConfigMapIsRefusedWhileServing(t *testing.T) {
-	var port int
+	port := freePort(t)
 	h := newHarness(t, func(h *harness) {
-		port = h.cachePort(t)
 		h.opts.Port = port
 		h.opts.CheckInterval = 100 * time.Millisecond
 	})

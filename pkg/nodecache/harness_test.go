@@ -118,15 +118,7 @@ func (h *harness) mustAnswer(name, want string) *dns.Msg {
 // labels start with prefix.
 func (h *harness) metric(prefix string) (string, float64) {
 	h.t.Helper()
-	// CoreDNS's prometheus plugin closes and opens its listener again on
-	// a reload: a scrape in between is refused, so try for a while.
-	var resp *http.Response
-	var err error
-	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if resp, err = http.Get("http://" + h.opts.MetricsAddr + "/metrics"); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
+	resp, err := http.Get("http://" + h.opts.MetricsAddr + "/metrics")
 	if err != nil {
 		h.t.Fatalf("scrape metrics: %v", err)
 	}
@@ -174,18 +166,6 @@ func startDNS(t *testing.T, answer string, ttl uint32) *dnstest.Server {
 	}
 	t.Cleanup(s.Close)
 	return s
-}
-
-// cachePort is a free port for the cache other than the test's DNS
-// servers' ports (a resolver on the cache's own port is refused as a loop).
-func (h *harness) cachePort(t *testing.T) int {
-	t.Helper()
-	for {
-		p := freePort(t)
-		if p != int(h.cluster.Addr.Port()) && p != int(h.node.Addr.Port()) {
-			return p
-		}
-	}
 }
 
 func freeAddr(t *testing.T) string {

@@ -48,9 +48,8 @@ func startRelay(t *testing.T, to string) *relay {
 // test binary). The looping ConfigMap stays refused on later checks, and
 // every name is still answered.
 func TestIndirectLoopOnReloadGoesBackToLastGood(t *testing.T) {
-	var port int
+	port := freePort(t)
 	h := newHarness(t, func(h *harness) {
-		port = h.cachePort(t)
 		h.opts.Port = port
 		h.opts.CheckInterval = 100 * time.Millisecond
 	})
@@ -96,9 +95,9 @@ func TestIndirectLoopOnReloadGoesBackToLastGood(t *testing.T) {
 // there is nothing to go back to; the looping zone answers SERVFAIL at once
 // (no query goes round) and every other name is served.
 func TestIndirectLoopAtStartKeepsServing(t *testing.T) {
+	port := freePort(t)
 	var r *relay
 	h := newHarness(t, func(h *harness) {
-		port := h.cachePort(t)
 		h.opts.Port = port
 		r = startRelay(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		writeConfigMap(t, h.opts.KubeDNSConfigDir, map[string]string{
