@@ -118,7 +118,15 @@ func (h *harness) mustAnswer(name, want string) *dns.Msg {
 // labels start with prefix.
 func (h *harness) metric(prefix string) (string, float64) {
 	h.t.Helper()
-	resp, err := http.Get("http://" + h.opts.MetricsAddr + "/metrics")
+	// CoreDNS's prometheus plugin closes and opens its listener again on
+	// a reload: a scrape in between is refused, so try for a while.
+	var resp *http.Response
+	var err error
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err = http.Get("http://" + h.opts.MetricsAddr + "/metrics"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		h.t.Fatalf("scrape metrics: %v", err)
 	}
