@@ -93,7 +93,11 @@ func (g *Guard) probe(addr string) {
 	m := new(dns.Msg)
 	m.SetQuestion(g.qname, dns.TypeHINFO)
 	for deadline := time.Now().Add(probeFor); time.Now().Before(deadline); {
-		if _, err := dns.Exchange(m, addr); err == nil {
+		// Answered is not enough: during a reload the old server still
+		// reads the shared loopback socket for a moment, and its answer
+		// says nothing of this configuration. Done once this guard has
+		// seen its own probe.
+		if _, err := dns.Exchange(m, addr); err == nil && g.sawProbe() {
 			break
 		}
 		g.mu.Lock()
@@ -114,6 +118,12 @@ func (g *Guard) probe(addr string) {
 	g.mu.Lock()
 	g.off = true
 	g.mu.Unlock()
+}
+
+func (g *Guard) sawProbe() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.seen > 0
 }
 
 func (g *Guard) stop() {
