@@ -69,9 +69,6 @@ func New(l Limits) (*Front, error) {
 	return &Front{limits: l, internal: net.JoinHostPort("127.0.0.1", port), tcp: newLimitListenerGroup(l.MaxTCPConns)}, nil
 }
 
-// Internal is the loopback address CoreDNS listens on.
-func (f *Front) Internal() string { return f.internal }
-
 // Addrs are the public listeners: TCP then UDP for each address.
 func (f *Front) Addrs() []net.Addr {
 	f.mu.Lock()
