@@ -11,6 +11,10 @@
 # 10.96.0.0/16 services, 10.244.0.0/16 pods); nothing is attached to the root
 # network namespace; teardown kills by pid and removes only what it created.
 #   KEEP=1 make e2e-lab   # leave the lab up (hack/e2e-lab.sh down removes it)
+#   LAB_PROFILE=per-packet make e2e-lab   # Cilium's settings: the chart's
+#     cilium-config rendered with e2e/cilium/values.yaml and
+#     e2e/cilium/profiles/NAME.yaml, as make e2e installs it; default
+#     "default" (the chart's defaults: socket load balancing in pods)
 #   LAB_KUBE_DNS=rke2 make e2e-lab   # kube-dns as RKE2 names it (Service
 #     rke2-coredns-rke2-coredns, ports udp-53/tcp-53), lrpdns installed with
 #     the rke2 component; default kubeadm (kube-dns, dns/dns-tcp)
@@ -27,6 +31,12 @@ case "$LAB_KUBE_DNS" in
   rke2) KUBE_DNS_SERVICE=rke2-coredns-rke2-coredns INSTALL=e2e/lab/install/rke2 ;;
   *) echo "e2e-lab: LAB_KUBE_DNS=$LAB_KUBE_DNS: want kubeadm or rke2" >&2; exit 2 ;;
 esac
+LAB_PROFILE=${LAB_PROFILE:-default}
+PROFILES=e2e/cilium/profiles
+if [[ ! -f "$PROFILES/$LAB_PROFILE.yaml" ]]; then
+  names=("$PROFILES"/*.yaml); names=("${names[@]##*/}")
+  echo "e2e-lab: LAB_PROFILE=$LAB_PROFILE: want one of: ${names[*]%.yaml}" >&2; exit 2
+fi
 log() { echo "e2e-lab: $*" >&2; }
 
 cgroup_root() {
@@ -64,8 +74,10 @@ build() {
   K8S=$(hack/k8s-bins.sh --all --kubectl)
   CILIUM_BIN=$(hack/cilium-bins.sh)
   COREDNS=$(hack/coredns-bin.sh)
+  HELM=$(hack/helm-bin.sh)
   CGO_ENABLED=0 go build -o "$BIN/lab-node" ./e2e/lab/cmd/lab-node
   CILIUM_SRC=$(go list -m -f '{{.Dir}}' github.com/cilium/cilium)
+  CILIUM_VERSION=$(go list -m -f '{{.Version}}' github.com/cilium/cilium)
   log "binaries ready in $((SECONDS - t0))s"
 }
 
@@ -132,6 +144,15 @@ KC
     --authentication-kubeconfig="$LAB/etc/kubeconfig" --authorization-kubeconfig="$LAB/etc/kubeconfig" \
     --bind-address=127.0.0.1 --leader-elect=false
   k apply --server-side -f "$CILIUM_SRC/pkg/k8s/apis/cilium.io/client/crds/v2/" -f "$CILIUM_SRC/pkg/k8s/apis/cilium.io/client/crds/v2alpha1/" >/dev/null
+  # cilium-config as the chart renders it for this profile: in the cluster
+  # (the controller reads it) and as the agent's --config-dir.
+  "$HELM" template cilium "$CILIUM_SRC/install/kubernetes/cilium" --namespace kube-system \
+    --kube-version "${K8S##*/k8s-}" \
+    -f e2e/cilium/values.yaml -f "$PROFILES/$LAB_PROFILE.yaml" \
+    --show-only templates/cilium-configmap.yaml > "$LAB/etc/cilium-config.yaml"
+  "$BIN/lab-node" config-dir --configmap "$LAB/etc/cilium-config.yaml" --dir "$LAB/cilium-config"
+  k apply -f "$LAB/etc/cilium-config.yaml" >/dev/null
+  log "Cilium $CILIUM_VERSION, profile $LAB_PROFILE: $(grep -E '^  (bpf-lb-sock[a-z-]*|routing-mode|kube-proxy-replacement):' "$LAB/etc/cilium-config.yaml" | xargs)"
   k apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Node
@@ -141,11 +162,6 @@ metadata:
 spec:
   podCIDR: 10.244.0.0/24
   podCIDRs: [10.244.0.0/24]
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: cilium-config, namespace: kube-system}
-data: {enable-local-redirect-policy: "true"}
 YAML
   k patch node "$NODE" --subresource=status --type=merge \
     -p '{"status":{"addresses":[{"type":"InternalIP","address":"10.99.0.2"},{"type":"Hostname","address":"'"$NODE"'"}]}}' >/dev/null
@@ -159,7 +175,7 @@ YAML
   echo '{"cniVersion":"0.3.1","name":"cilium","type":"cilium-cni","log-file":"'"$LAB"'/logs/cni.log"}' > "$LAB/etc/cni.conf"
   start lab-node "$NODE_NS" "$BIN/lab-node" run --kubeconfig "$LAB/etc/kubeconfig" --node-name "$NODE" --node-ip 10.99.0.2 \
     --dir "$LAB/node" --bin-dir "$BIN" --coredns "$COREDNS" --cilium-cni "$CILIUM_BIN/cilium-cni" \
-    --cni-conf "$LAB/etc/cni.conf" --hubble-relay "$CILIUM_BIN/hubble-relay" --agent-pid-file "$LAB/pids/cilium-agent" --resolv-conf "$LAB/etc/node-resolv.conf"
+    --cni-conf "$LAB/etc/cni.conf" --hubble-relay "$CILIUM_BIN/hubble-relay" --cgroup "$CGROUP" --agent-pid-file "$LAB/pids/cilium-agent" --resolv-conf "$LAB/etc/node-resolv.conf"
   start resolver "$EXT_NS" "$BIN/lab-node" resolver --listen 10.99.0.1:53 --answer 198.51.100.53 --refuse cluster.local
   wait_for 60 "the Node to be Ready" node_ready
   wait_for 60 "ServiceAccounts" k -n kube-system get serviceaccount default
@@ -168,7 +184,7 @@ YAML
 
 deploy() {
   local t0=$SECONDS
-  log "kube-dns as $LAB_KUBE_DNS names it: Service $KUBE_DNS_SERVICE; lrpdns from $INSTALL"
+  log "profile $LAB_PROFILE; kube-dns as $LAB_KUBE_DNS names it: Service $KUBE_DNS_SERVICE; lrpdns from $INSTALL"
   k apply -k "e2e/lab/kube-dns/$LAB_KUBE_DNS" >/dev/null
   k apply -f e2e/lab/hubble-relay.yaml >/dev/null
   k -n kube-system rollout status deploy/coredns --timeout=180s

@@ -4,6 +4,7 @@
 # and `lrpdns verify` against the Relay. Needs a Docker engine; without one it
 # says so and runs the lab (make e2e-lab) instead.
 #   KEEP=1 make e2e     # keep the cluster afterwards
+#   LAB_PROFILE=per-packet make e2e   # Cilium's profile, as in make e2e-lab
 set -o errexit -o nounset -o pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
@@ -14,10 +15,10 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 KIND_VERSION=v0.33.0
-HELM_VERSION=v3.22.0
 # kind v0.33.0's default node image, pinned by digest.
 KIND_NODE_IMAGE=kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5
 CLUSTER=lrpdns-e2e
+LAB_PROFILE=${LAB_PROFILE:-default}
 go mod download github.com/cilium/cilium
 CHART=$(go list -m -f '{{.Dir}}' github.com/cilium/cilium)/install/kubernetes/cilium
 ARTIFACTS=${ARTIFACTS:-$REPO_ROOT/_artifacts/e2e-$(date +%Y%m%d-%H%M%S)}
@@ -31,8 +32,7 @@ install_tool() { # name module@version
   mv "$BIN/.tools/$1" "$BIN/$1-${2##*@}"
 }
 install_tool kind "sigs.k8s.io/kind@$KIND_VERSION"
-install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-KIND="$BIN/kind-$KIND_VERSION" HELM="$BIN/helm-$HELM_VERSION"
+KIND="$BIN/kind-$KIND_VERSION" HELM=$(hack/helm-bin.sh)
 KUBECTL="$(hack/k8s-bins.sh --kubectl)/kubectl"
 HUBBLE="$(hack/cilium-bins.sh)/hubble"
 export KUBECONFIG="$ARTIFACTS/kubeconfig"
@@ -58,15 +58,10 @@ trap cleanup EXIT
 "$KIND" delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
 "$KIND" create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --config e2e/kind.yaml --kubeconfig "$KUBECONFIG"
 
+# Cilium's settings are the lab's: e2e/cilium/values.yaml and the profile.
 "$HELM" install cilium "$CHART" --namespace kube-system \
-  --set kubeProxyReplacement=true \
-  --set k8sServiceHost="$CLUSTER-control-plane" --set k8sServicePort=6443 \
-  --set localRedirectPolicies.enabled=true \
-  --set hubble.enabled=true --set hubble.relay.enabled=true \
-  --set hubble.eventBufferCapacity=65535 \
-  --set bpf.monitorAggregation=none \
-  --set ipam.mode=kubernetes \
-  --set operator.replicas=1
+  -f e2e/cilium/values.yaml -f "e2e/cilium/profiles/$LAB_PROFILE.yaml" \
+  --set k8sServiceHost="$CLUSTER-control-plane" --set k8sServicePort=6443
 k -n kube-system rollout status ds/cilium --timeout=10m
 k -n kube-system rollout status deploy/hubble-relay --timeout=5m
 k -n kube-system rollout status deploy/coredns --timeout=5m

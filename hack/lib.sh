@@ -6,6 +6,7 @@ BIN=${LRPDNS_BIN:-$REPO_ROOT/bin}
 # Heavy, version-keyed binaries live outside the clone so fresh clones reuse them.
 LRPDNS_CACHE=${LRPDNS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lrpdns}
 GOLANGCI_LINT_VERSION=v2.15.0
+HELM_VERSION=v3.22.0
 COREDNS_VERSION=$(cd "$REPO_ROOT" && go list -m -f '{{.Version}}' github.com/coredns/coredns)
 VERSION=${VERSION:-dev}
 LDFLAGS="-s -w -X github.com/lrpdns/lrpdns/internal/version.Version=$VERSION"

@@ -4,9 +4,20 @@
 # so every mount below is private to the agent: its own bpffs, a child cgroup
 # as its cgroup root, /run/cilium redirected to the lab, and the two global
 # sysctls it writes replaced by dummy files. Nothing reaches the host.
+#
+# Its settings are the chart's cilium-config, rendered with the profile's
+# values into LAB/cilium-config (--config-dir, as the DaemonSet mounts it).
+# The flags below override only what a DaemonSet gets from its host mounts,
+# which the lab provides another way:
+#   paths: kubeconfig, lib-dir, bpf-root, cgroup-root, procfs (/host/proc);
+#   CNI: the chart's agent writes its conf into the host's /etc/cni/net.d and
+#     removes others (cni-exclusive); the lab hands lab-node its conf instead;
+#   Hubble TLS: the chart mounts generated certificates; the lab's relay
+#     dials in plain text;
+#   health checking: needs cilium-health-responder, which the lab does not build.
 set -o errexit -o nounset -o pipefail
 LAB=$1 CILIUM_BIN=$2 CGROUP=$3 NETNS=$4
-mkdir -p "$LAB/hostrun" "$LAB/fake" "$LAB/run" "$LAB/cgroupv2"
+mkdir -p "$LAB/hostrun" "$LAB/fake" "$LAB/run/netns" "$LAB/cgroupv2"
 echo 2 > "$LAB/fake/unprivileged_bpf_disabled"
 cat /proc/sys/kernel/timer_migration > "$LAB/fake/timer_migration"
 mount --bind "$CGROUP" "$LAB/cgroupv2"
@@ -15,6 +26,9 @@ mount -t tmpfs tmpfs /run
 mkdir -p /run/cilium /run/netns
 mount --bind "$LAB/run" /run/cilium
 mount --rbind "$LAB/hostrun/netns" /run/netns
+# The DaemonSet mounts the host's /var/run/netns here: the pods' network
+# namespaces, where the agent terminates sockets of deleted backends.
+mount --rbind "$LAB/hostrun/netns" /run/cilium/netns
 mount --bind "$LAB/fake/unprivileged_bpf_disabled" /proc/sys/kernel/unprivileged_bpf_disabled
 mount --bind "$LAB/fake/timer_migration" /proc/sys/kernel/timer_migration
 # shellcheck disable=SC2016 # the inner bash expands $0 and $1, its arguments
@@ -23,16 +37,10 @@ set -o errexit
 mount -t sysfs sysfs /sys
 mount --bind "$0/bpffs" /sys/fs/bpf
 export K8S_NODE_NAME=lrpdns-node PATH=/usr/lib/llvm-19/bin:$PATH
-exec "$1/cilium-agent" \
+exec "$1/cilium-agent" --config-dir="$0/cilium-config" \
   --k8s-kubeconfig-path="$0/etc/kubeconfig" --lib-dir="$0/lib" --bpf-root=/sys/fs/bpf \
-  --cgroup-root="$0/cgroupv2" --enable-ipv6=false \
-  --ipam=kubernetes --k8s-require-ipv4-pod-cidr \
-  --routing-mode=native --ipv4-native-routing-cidr=10.244.0.0/16 \
-  --kube-proxy-replacement=true --bpf-lb-sock-hostns-only=true \
-  --devices=node0 --direct-routing-device=node0 \
-  --enable-local-redirect-policy=true \
-  --enable-hubble=true --hubble-event-buffer-capacity=65535 --monitor-aggregation=none \
-  --hubble-listen-address=:4244 --hubble-disable-tls \
-  --enable-health-checking=false --enable-endpoint-health-checking=false \
-  --enable-l7-proxy=true --identity-allocation-mode=crd --enable-ipv4-masquerade=false
+  --cgroup-root="$0/cgroupv2" --procfs=/proc \
+  --write-cni-conf-when-ready= --cni-exclusive=false \
+  --hubble-disable-tls \
+  --enable-health-checking=false --enable-endpoint-health-checking=false
 ' "$LAB" "$CILIUM_BIN"

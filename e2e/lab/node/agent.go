@@ -38,6 +38,9 @@ type Config struct {
 	ClusterDomain string
 	CNI           CNI
 	Log           *slog.Logger
+	// Cgroup is the cgroup v2 directory every container process joins
+	// (empty: the one lab-node runs in).
+	Cgroup string
 	// KubeletPort serves the port-forward API on NodeIP (0: none).
 	KubeletPort int
 }

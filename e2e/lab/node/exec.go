@@ -25,6 +25,10 @@ type execState struct {
 	Mounts []mount  `json:"mounts"`
 	User   *int64   `json:"user,omitempty"`
 	Env    []string `json:"env"`
+	// Cgroup is the cgroup v2 directory the process joins before it runs:
+	// the agent's cgroup root, so Cilium's socket load balancer sees the
+	// pod's sockets as it sees them on a real node.
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 // mountRoots are where volumes may be mounted: each gets a tmpfs in the
@@ -54,6 +58,9 @@ func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) 
 func (s execState) script() (string, error) {
 	var b strings.Builder
 	b.WriteString("set -e\n")
+	if s.Cgroup != "" {
+		fmt.Fprintf(&b, "echo $$ > %s\n", shQuote(filepath.Join(s.Cgroup, "cgroup.procs")))
+	}
 	b.WriteString("mount -t tmpfs -o mode=0755 lab-etc /etc\n")
 	b.WriteString("mount -t tmpfs -o mode=0755 lab-run /run\n")
 	for _, f := range []string{"resolv.conf", "hosts"} {

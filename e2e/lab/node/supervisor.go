@@ -29,7 +29,7 @@ func (p *podRuntime) execState(ctx context.Context, c *container) (execState, er
 		return execState{}, err
 	}
 	env = append(env, "HOSTNAME="+p.pod.Name, "PATH=/usr/local/bin:/usr/bin:/bin")
-	state := execState{Netns: p.netns, Dir: p.dir, Mounts: c.mounts, User: runAsUser(p.pod, &c.spec), Env: env}
+	state := execState{Netns: p.netns, Dir: p.dir, Mounts: c.mounts, User: runAsUser(p.pod, &c.spec), Env: env, Cgroup: p.a.cfg.Cgroup}
 	return state, state.save(filepath.Join(p.dir, "exec-"+c.spec.Name+".json"))
 }
 

@@ -3,6 +3,7 @@
 //	lab-node run ...       the node agent (a small kubelet), see package node
 //	lab-node exec ... -- CMD   run CMD in a pod, as kubectl exec would
 //	lab-node resolver ...  the node's resolver: answers every A query
+//	lab-node config-dir --configmap FILE --dir DIR   a ConfigMap's keys as files
 package main
 
 import (
@@ -44,7 +45,7 @@ func main() {
 
 func run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: lab-node run|exec|resolver [flags]")
+		return errors.New("usage: lab-node run|exec|resolver|config-dir [flags]")
 	}
 	fs := flag.NewFlagSet("lab-node "+args[0], flag.ContinueOnError)
 	dir := fs.String("dir", "", "the lab's node state directory")
@@ -69,6 +70,7 @@ func run(ctx context.Context, args []string) error {
 		agentPID := fs.String("agent-pid-file", "", "file holding the Cilium agent's PID")
 		resolv := fs.String("resolv-conf", "", "the node's resolv.conf")
 		clusterDNS := fs.String("cluster-dns", "10.96.0.10", "kube-dns ClusterIP")
+		cgroup := fs.String("cgroup", "", "cgroup v2 `DIR` every container process joins: Cilium's cgroup root, where its socket load balancer attaches")
 		kubeletPort := fs.Int("kubelet-port", 10250, "`PORT` on --node-ip for the API server's port-forwards (0: none)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -88,7 +90,7 @@ func run(ctx context.Context, args []string) error {
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 		return node.New(node.Config{
 			NodeName: *name, NodeIP: *ip, Dir: *dir, Images: images(), ResolvConf: *resolv,
-			ClusterDNS: *clusterDNS, ClusterDomain: "cluster.local", Log: log, KubeletPort: *kubeletPort,
+			ClusterDNS: *clusterDNS, ClusterDomain: "cluster.local", Log: log, KubeletPort: *kubeletPort, Cgroup: *cgroup,
 			CNI: node.CNI{Plugin: *plugin, Conf: conf, AgentPID: func() (int, error) {
 				b, err := os.ReadFile(*agentPID)
 				if err != nil {
@@ -109,6 +111,12 @@ func run(ctx context.Context, args []string) error {
 		}
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		return cmd.Run()
+	case "config-dir":
+		file := fs.String("configmap", "", "a ConfigMap, YAML")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return node.ConfigDir(*file, *dir)
 	case "resolver":
 		listen := fs.String("listen", "", "ADDR:PORT, UDP and TCP")
 		answer := fs.String("answer", "198.51.100.53", "the A record for every name")
