@@ -195,7 +195,7 @@ deploy() {
   k apply -f e2e/lab/dns-visibility.yaml >/dev/null
   wait_for 60 "the CiliumLocalRedirectPolicy" k -n kube-system get ciliumlocalredirectpolicy node-local-dns
   wait_for 60 "the redirect in the datapath" redirect_in_datapath
-  log "deployed in $((SECONDS - t0))s"
+  log "deployed in $((SECONDS - t0))s; $(wc -l < "$CGROUP/cgroup.procs") processes in the agent's cgroup root"
   echo "+ cilium-dbg lrp list"
   "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" lrp list
   echo "+ cilium-dbg service list"

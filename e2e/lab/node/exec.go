@@ -58,9 +58,6 @@ func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) 
 func (s execState) script() (string, error) {
 	var b strings.Builder
 	b.WriteString("set -e\n")
-	if s.Cgroup != "" {
-		fmt.Fprintf(&b, "echo $$ > %s\n", shQuote(filepath.Join(s.Cgroup, "cgroup.procs")))
-	}
 	b.WriteString("mount -t tmpfs -o mode=0755 lab-etc /etc\n")
 	b.WriteString("mount -t tmpfs -o mode=0755 lab-run /run\n")
 	for _, f := range []string{"resolv.conf", "hosts"} {
@@ -92,14 +89,18 @@ func (s execState) script() (string, error) {
 }
 
 // command returns the process for argv in the container's world. Its PID is
-// the workload's: ip, sh and setpriv each exec the next.
+// the workload's: sh, ip, sh and setpriv each exec the next.
 func (s execState) command(argv []string) *exec.Cmd {
 	script, err := s.script()
 	if err != nil {
 		script = "echo " + shQuote(err.Error()) + " >&2; exit 1"
 	}
-	args := append([]string{"netns", "exec", s.Netns, "sh", "-c", script, "sh"}, argv...)
-	cmd := exec.Command("ip", args...)
+	args := append([]string{"ip", "netns", "exec", s.Netns, "sh", "-c", script, "sh"}, argv...)
+	if s.Cgroup != "" {
+		// Joined before ip netns exec, which mounts a sysfs of its own.
+		args = append([]string{"sh", "-c", `echo $$ > "$0"; exec "$@"`, filepath.Join(s.Cgroup, "cgroup.procs")}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = s.Env
 	return cmd
 }
