@@ -39,8 +39,12 @@ const clientPod = "lrpdns-e2e-client"
 type probeResult struct {
 	Client                        string
 	Sent, Answered, Failed, Wrong int
-	Failures                      []string
-	Answers                       map[string]int
+	// Resent is how many queries a kept socket's error made the client
+	// send again on a new one (socket LB terminating it, a closed TCP
+	// connection).
+	Resent   int
+	Failures []string
+	Answers  map[string]int
 }
 
 type suite struct {
@@ -146,13 +150,17 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 	wg.Wait()
 	saved := false
 	for i, r := range results {
-		t.Logf("%s (%s): %d sent, %d answered, %d failed", scenario, r.Client, r.Sent, r.Answered, r.Failed)
+		resent := ""
+		if r.Resent > 0 {
+			resent = fmt.Sprintf(" (%d sent again on a new socket after an error on the kept one)", r.Resent)
+		}
+		t.Logf("%s (%s): %d sent, %d answered, %d failed%s", scenario, r.Client, r.Sent, r.Answered, r.Failed, resent)
 		if r.Failed > 0 && !saved {
 			s.saveFlows(t, scenario, time.Since(began)+time.Second)
 			saved = true
 		}
 		if errs[i] != nil || r.Failed != 0 || r.Sent < int(d/(100*time.Millisecond)) {
-			t.Errorf("%s (%s): %+v, %v; want 0 failed", scenario, kinds[i], r, errs[i])
+			t.Errorf("%s (%s): %d sent, %d failed (%d wrong answers), first failures %q, answers %v: %v; want 0 failed", scenario, kinds[i], r.Sent, r.Failed, r.Wrong, r.Failures, r.Answers, errs[i])
 		}
 	}
 	if took > d-3*time.Second {

@@ -2,6 +2,7 @@ package lrp
 
 import (
 	"context"
+	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -45,11 +46,17 @@ func (r *Reconciler) checkCilium(ctx context.Context, ds *appsv1.DaemonSet) cili
 	switch err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Cilium.Namespace, Name: r.Cilium.ConfigMap}, cm); {
 	case err != nil:
 		log.Info("cannot read Cilium's configuration; not checking enable-local-redirect-policy", "configmap", r.Cilium.Namespace+"/"+r.Cilium.ConfigMap, "err", err.Error())
-	case cm.Data["enable-local-redirect-policy"] != "true":
-		res.warned = true
-		r.Events.Eventf(ds, nil, corev1.EventTypeWarning, ReasonLRPDisabled, "Check",
-			"ConfigMap %s/%s has enable-local-redirect-policy=%q: Cilium ignores the redirect until it is \"true\" (Helm: localRedirectPolicies.enabled=true)",
-			cm.Namespace, cm.Name, cm.Data["enable-local-redirect-policy"])
+	default:
+		if cm.Data["enable-local-redirect-policy"] != "true" {
+			res.warned = true
+			r.Events.Eventf(ds, nil, corev1.EventTypeWarning, ReasonLRPDisabled, "Check",
+				"ConfigMap %s/%s has enable-local-redirect-policy=%q: Cilium ignores the redirect until it is \"true\" (Helm: localRedirectPolicies.enabled=true)",
+				cm.Namespace, cm.Name, cm.Data["enable-local-redirect-policy"])
+		}
+		if risk := socketLBRisk(cm.Data); risk != "" {
+			res.warned = true
+			r.Events.Eventf(ds, nil, corev1.EventTypeWarning, ReasonSocketLBPinsClients, "Check", "ConfigMap %s/%s: %s", cm.Namespace, cm.Name, risk)
+		}
 	}
 
 	agent := &appsv1.DaemonSet{}
@@ -72,6 +79,25 @@ func (r *Reconciler) checkCilium(ctx context.Context, ds *appsv1.DaemonSet) cili
 			v, image, agent.Namespace, agent.Name, minCiliumVersion)
 	}
 	return res
+}
+
+// socketLBRisk says why cilium-config's settings would lose a client's
+// queries across a cache rollout, or "". With socket load balancing in pod
+// namespaces (kube-proxy replacement's default), a pod's connect() to
+// kube-dns is translated once, to one cache pod's address. When that pod
+// goes, only the agent's termination of sockets connected to deleted
+// backends moves the client on; without it a client that keeps its socket
+// (c-ares, Node.js, a kept TCP connection) sends every later query to an
+// address that is gone (cilium/cilium#31012).
+func socketLBRisk(cfg map[string]string) string {
+	kpr := cfg["kube-proxy-replacement"]
+	socketLB := kpr == "true" || kpr == "strict" || cfg["bpf-lb-sock"] == "true"
+	if !socketLB || cfg["bpf-lb-sock-hostns-only"] == "true" || cfg["bpf-lb-sock-terminate-pod-connections"] != "false" {
+		return ""
+	}
+	return "socket load balancing runs in pod namespaces (kube-proxy-replacement=" + strconv.Quote(kpr) + ", bpf-lb-sock-hostns-only not \"true\") with bpf-lb-sock-terminate-pod-connections=\"false\": a client that keeps its socket to kube-dns " +
+		"(c-ares, Node.js, a kept TCP connection) stays on a cache pod after it is gone and loses every query until it opens a new socket " +
+		"(cilium/cilium#31012); set socketLB.terminatePodConnections=true (the agent's default) or socketLB.hostNamespaceOnly=true in Cilium's Helm values"
 }
 
 func agentImage(ds *appsv1.DaemonSet) string {

@@ -2,6 +2,7 @@ package lrp
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -488,6 +489,28 @@ func TestCiliumChecks(t *testing.T) {
 		}
 		s.waitPolicy(nil) // created anyway: it works once the option is on
 	})
+	t.Run("socket LB that pins clients", func(t *testing.T) {
+		s := newScenario(t)
+		s.install("true", "quay.io/cilium/cilium:v1.20.2", cacheContainerPorts("dns", "dns-tcp", 5353))
+		s.ciliumConfig(map[string]string{"kube-proxy-replacement": "true", "bpf-lb-sock-terminate-pod-connections": "false"})
+		s.startController(s.cfg)
+		note := s.waitEvent(ReasonSocketLBPinsClients)
+		if !strings.Contains(note, "cilium-config") || !strings.Contains(note, `bpf-lb-sock-terminate-pod-connections="false"`) {
+			t.Errorf("event %q does not name the ConfigMap and the setting", note)
+		}
+		s.waitPolicy(nil) // a warning: the redirect serves every other client
+	})
+	t.Run("socket LB with termination", func(t *testing.T) {
+		s := newScenario(t)
+		s.install("true", "quay.io/cilium/cilium:v1.20.2", cacheContainerPorts("dns", "dns-tcp", 5353))
+		s.ciliumConfig(map[string]string{"kube-proxy-replacement": "true"})
+		s.startController(s.cfg)
+		s.waitPolicy(nil)
+		s.waitEvent(ReasonCreated)
+		if notes := s.events(ReasonSocketLBPinsClients); len(notes) != 0 {
+			t.Errorf("events %q with the agent's default termination", notes)
+		}
+	})
 	t.Run("cilium older than 1.19", func(t *testing.T) {
 		s := newScenario(t)
 		s.install("true", "quay.io/cilium/cilium:v1.18.4@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", cacheContainerPorts("dns", "dns-tcp", 5353))
@@ -498,6 +521,41 @@ func TestCiliumChecks(t *testing.T) {
 		}
 		s.consistentlyNoPolicy(time.Second)
 	})
+}
+
+// TestSocketLBRisk: only socket LB in pod namespaces without termination of
+// sockets connected to deleted backends is a risk; every key that turns one
+// of them off clears it.
+func TestSocketLBRisk(t *testing.T) {
+	t.Parallel()
+	risky := map[string]string{"kube-proxy-replacement": "true", "bpf-lb-sock-terminate-pod-connections": "false"}
+	with := func(k, v string) map[string]string {
+		m := maps.Clone(risky)
+		m[k] = v
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  map[string]string
+		want bool
+	}{
+		{"kube-proxy replacement, no termination", risky, true},
+		{"socket LB without kube-proxy replacement, no termination", with("kube-proxy-replacement", "false"), false},
+		{"bpf-lb-sock on, no termination", map[string]string{"bpf-lb-sock": "true", "bpf-lb-sock-terminate-pod-connections": "false"}, true},
+		{"strict (Cilium before 1.16)", with("kube-proxy-replacement", "strict"), true},
+		{"termination on", with("bpf-lb-sock-terminate-pod-connections", "true"), false},
+		{"termination unset (the agent's default: on)", map[string]string{"kube-proxy-replacement": "true"}, false},
+		{"socket LB in the host namespace only", with("bpf-lb-sock-hostns-only", "true"), false},
+		{"no socket LB", map[string]string{"bpf-lb-sock-terminate-pod-connections": "false"}, false},
+	} {
+		got := socketLBRisk(tc.cfg)
+		if (got != "") != tc.want {
+			t.Errorf("%s: %q, want a risk: %v", tc.name, got, tc.want)
+		}
+		if got != "" && (!strings.Contains(got, "31012") || !strings.Contains(got, "socketLB.terminatePodConnections=true")) {
+			t.Errorf("%s: %q does not name the Cilium issue and the setting", tc.name, got)
+		}
+	}
 }
 
 func TestImageVersion(t *testing.T) {

@@ -10,6 +10,9 @@ const (
 	ReasonCRDMissing     = "LocalRedirectPolicyCRDMissing"
 	ReasonLRPDisabled    = "LocalRedirectPolicyDisabled"
 	ReasonCiliumTooOld   = "CiliumTooOld"
+	// ReasonSocketLBPinsClients: Cilium's settings leave a client's kept
+	// socket on a cache pod that is gone.
+	ReasonSocketLBPinsClients = "SocketLBPinsClients"
 	// ReasonWithdrawn: the redirect's ports change; the policy is deleted
 	// until every cache pod runs the new template.
 	ReasonWithdrawn = "PolicyWithdrawn"

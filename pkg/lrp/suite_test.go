@@ -3,6 +3,7 @@ package lrp
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -366,6 +367,19 @@ func (s *scenario) cilium(lrpEnabled, image string) {
 			},
 		},
 	})
+}
+
+// ciliumConfig adds data to cilium-config.
+func (s *scenario) ciliumConfig(data map[string]string) {
+	s.t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: "cilium-config"}, cm); err != nil {
+		s.t.Fatal(err)
+	}
+	maps.Copy(cm.Data, data)
+	if err := s.c.Update(s.ctx(), cm); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 // install writes Cilium's objects, kube-dns, the cache DaemonSet with the

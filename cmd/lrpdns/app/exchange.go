@@ -56,23 +56,29 @@ func newExchanger(kind string, tcp bool, addr string, timeout time.Duration) (*e
 
 func (e *exchanger) kind() string { return e.name }
 
-func (e *exchanger) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+// exchange returns m's answer, and whether m was sent again on a new
+// socket because the kept one failed.
+func (e *exchanger) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, bool, error) {
 	if e.client != nil {
 		r, _, err := e.client.ExchangeContext(ctx, m, e.addr)
-		return r, err
+		return r, false, err
 	}
 	reused := e.conn != nil
 	if err := e.dial(ctx); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	r, err := e.roundTrip(m)
-	if err != nil && reused && e.network == "tcp" && closedByPeer(err) {
-		// The server closed the kept connection (its idle timeout, or its
-		// cap on queries per connection) before answering: a TCP client
-		// sends the query again on a new connection (RFC 7766, 6.2.1).
+	resent := false
+	if err != nil && reused && resend(e.network, err) {
+		// The kept socket failed before the answer came: a TCP client sends
+		// the query again on a new connection (RFC 7766, 6.2.1), and c-ares
+		// requeues it on a new UDP socket. Socket LB's termination of
+		// sockets connected to a deleted backend ends here: the UDP socket
+		// loses its peer (EDESTADDRREQ), the TCP one is reset.
+		resent = true
 		e.close()
 		if err := e.dial(ctx); err != nil {
-			return nil, err
+			return nil, resent, err
 		}
 		r, err = e.roundTrip(m)
 	}
@@ -84,7 +90,19 @@ func (e *exchanger) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) 
 	if err != nil && (e.network == "tcp" || !timedOut) {
 		e.close()
 	}
-	return r, err
+	return r, resent, err
+}
+
+// resend says whether a client sends a query again on a new socket after
+// err on its kept one: TCP when the peer closed or reset the connection,
+// UDP on any socket error but a timeout (which is a lost packet, answered
+// by the resolver's retry policy, not by a new socket).
+func resend(network string, err error) bool {
+	if network == "tcp" {
+		return closedByPeer(err)
+	}
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
 }
 
 func (e *exchanger) dial(ctx context.Context) error {

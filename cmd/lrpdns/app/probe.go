@@ -23,9 +23,12 @@ type probeReport struct {
 	Answered int    `json:"answered"`
 	Failed   int    `json:"failed"`
 	// Wrong counts the failures that were answers, but not the expected one.
-	Wrong    int            `json:"wrong"`
+	Wrong int `json:"wrong"`
+	// Resent counts the queries sent again on a new socket because the kept
+	// one reported an error (answered or not, each is one query in Sent).
+	Resent   int            `json:"resent"`
 	Failures []string       `json:"failures,omitempty"` // the first few
-	Answers  map[string]int `json:"answers"`            // rcode or address -> count
+	Answers  map[string]int `json:"answers"`            // rcode, address or "fresh" -> count
 }
 
 // ErrProbeFailed is returned when any query failed.
@@ -35,13 +38,14 @@ var ErrProbeFailed = errors.New("probe: some queries failed")
 // address among the A records, or an rcode (NXDOMAIN).
 type probeTarget struct {
 	name, want string
+	fresh      bool // a never-seen name: its answers are counted together
 }
 
 func parseTargets(args []string) []probeTarget {
 	out := make([]probeTarget, 0, len(args))
 	for _, a := range args {
 		name, want, _ := strings.Cut(a, "=")
-		out = append(out, probeTarget{dns.Fqdn(name), want})
+		out = append(out, probeTarget{name: dns.Fqdn(name), want: want})
 	}
 	return out
 }
@@ -52,8 +56,9 @@ func parseTargets(args []string) []probeTarget {
 func freshName(suffix string, run, n int) probeTarget {
 	hi, lo := (n/254)%254+1, n%254+1
 	return probeTarget{
-		name: dns.Fqdn(fmt.Sprintf("10-%d-%d-%d.%s", run, hi, lo, suffix)),
-		want: fmt.Sprintf("10.%d.%d.%d", run, hi, lo),
+		name:  dns.Fqdn(fmt.Sprintf("10-%d-%d-%d.%s", run, hi, lo, suffix)),
+		want:  fmt.Sprintf("10.%d.%d.%d", run, hi, lo),
+		fresh: true,
 	}
 }
 
@@ -92,7 +97,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	server := fs.String("server", "", "DNS server `IP[:PORT]`; default: the first nameserver of /etc/resolv.conf")
 	tcp := fs.Bool("tcp", false, "query over TCP")
-	client := fs.String("client", clientSocket, "how the client holds its sockets: "+clientSocket+" (a new socket per query, as glibc does), "+clientUDPConnected+" (one connected UDP socket for every query, as c-ares does), "+clientTCPKeepalive+" (one TCP connection, opened again after an error)")
+	client := fs.String("client", clientSocket, "how the client holds its sockets: "+clientSocket+" (a new socket per query, as glibc does), "+clientUDPConnected+" (one connected UDP socket for every query, replaced and the query sent again after a socket error, as c-ares does), "+clientTCPKeepalive+" (one TCP connection, opened again after an error)")
 	interval := fs.Duration("interval", 20*time.Millisecond, "pause between queries")
 	duration := fs.Duration("duration", 0, "stop after this long")
 	count := fs.Int("count", 0, "stop after this many queries")
@@ -120,7 +125,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *freshExternal != "" {
 		suffix, want, _ := strings.Cut(*freshExternal, "=")
 		makers = append(makers, func(n int) probeTarget {
-			return probeTarget{name: dns.Fqdn(fmt.Sprintf("r%d-%d.%s", run, n, suffix)), want: want}
+			return probeTarget{name: dns.Fqdn(fmt.Sprintf("r%d-%d.%s", run, n, suffix)), want: want, fresh: true}
 		})
 	}
 	round := len(targets) + len(makers)
@@ -156,7 +161,10 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		m.SetQuestion(t.name, dns.TypeA)
 		rep.Sent++
 		sent := time.Now()
-		r, err := ex.exchange(ctx, m)
+		r, resent, err := ex.exchange(ctx, m)
+		if resent {
+			rep.Resent++
+		}
 		switch {
 		case err != nil:
 			rep.Failed++
@@ -183,6 +191,9 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					key = a.A.String()
 					break
 				}
+			}
+			if t.fresh {
+				key = "fresh"
 			}
 			rep.Answers[key]++
 		}

@@ -11,7 +11,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 
@@ -225,5 +228,77 @@ func TestProbeClientKinds(t *testing.T) {
 	}
 	if err := Run(context.Background(), []string{"probe", "--client", "bogus", "--server", "127.0.0.1:1", "--count", "1", "a.example.com"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), `--client "bogus"`) {
 		t.Errorf("unknown client kind: %v, want it named", err)
+	}
+}
+
+// disconnect does to a connected UDP socket what Cilium's socket LB does to
+// one connected to a deleted backend (sock_destroy): the socket loses its
+// peer, and the next write fails with EDESTADDRREQ.
+func disconnect(t *testing.T, c net.Conn) {
+	t.Helper()
+	rc, err := c.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		sa := syscall.RawSockaddr{Family: syscall.AF_UNSPEC}
+		_, _, errno = syscall.Syscall(syscall.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	}); err != nil || errno != 0 {
+		t.Fatalf("disconnecting the socket: %v %v", err, errno)
+	}
+}
+
+// TestUDPConnectedResendsAfterSocketError: a kept UDP socket that fails
+// (here: lost its peer, as socket LB's termination leaves it) is replaced
+// and the query sent again on the new one, as c-ares requeues it; a timeout
+// is not a socket error and sends nothing again.
+func TestUDPConnectedResendsAfterSocketError(t *testing.T) {
+	s := startPeerRecorder(t, -1)
+	ex, err := newExchanger(clientUDPConnected, false, s.addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex.close()
+	ask := func() (*dns.Msg, bool, error) {
+		m := new(dns.Msg)
+		m.SetQuestion("a.example.com.", dns.TypeA)
+		return ex.exchange(context.Background(), m)
+	}
+	if _, resent, err := ask(); err != nil || resent {
+		t.Fatalf("first query: resent %v, %v", resent, err)
+	}
+	disconnect(t, ex.conn.Conn)
+	r, resent, err := ask()
+	if err != nil || !resent || len(r.Answer) != 1 {
+		t.Fatalf("query on the disconnected socket: %v, resent %v, %v; want answered on a new socket", r, resent, err)
+	}
+	if n, peers := s.distinct(); n != 2 || len(peers) != 2 {
+		t.Errorf("the server saw %v; want one query from each of two sockets (the write on the failed one never left)", peers)
+	}
+
+	// A server that never answers: each query times out on the same socket,
+	// and none is sent again.
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	ex2, err := newExchanger(clientUDPConnected, false, silent.LocalAddr().String(), 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex2.close()
+	var first *dns.Conn
+	for i := range 2 {
+		m := new(dns.Msg)
+		m.SetQuestion("a.example.com.", dns.TypeA)
+		_, resent, err := ex2.exchange(context.Background(), m)
+		if i == 0 {
+			first = ex2.conn
+		}
+		if err == nil || resent || ex2.conn == nil || ex2.conn != first {
+			t.Errorf("query %d to a silent server: resent %v, err %v, same socket %v; want a timeout, nothing resent, the socket kept", i, resent, err, ex2.conn == first)
+		}
 	}
 }
