@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +36,20 @@ import (
 
 const clientPod = "lrpdns-e2e-client"
 
+// nodeClientPod runs Node.js, whose dns.Resolver is c-ares: a real resolver
+// library as the client, next to the probe's kinds.
+const (
+	nodeClientPod   = "lrpdns-e2e-node-client"
+	nodeClientImage = "docker.io/library/node:20-bookworm-slim"
+	nodeClientDir   = "/etc/lrpdns-e2e"
+	// nodeInflight lookups side by side: c-ares keeps its UDP socket only
+	// while a query is outstanding on it.
+	nodeInflight = "4"
+)
+
+//go:embed clients/resolve.js
+var resolveJS string
+
 // probeResult mirrors `lrpdns probe` output.
 type probeResult struct {
 	Client                        string
@@ -42,7 +57,10 @@ type probeResult struct {
 	// Resent is how many queries a kept socket's error made the client
 	// send again on a new one (socket LB terminating it, a closed TCP
 	// connection).
-	Resent   int
+	Resent int
+	// Slow counts answers that took 1 s or more (Node.js: c-ares answered
+	// on a later try).
+	Slow     int
 	Failures []string
 	Answers  map[string]int
 }
@@ -129,9 +147,10 @@ func (s *suite) queryMix(t *testing.T) []string {
 func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action func()) probeResult {
 	t.Helper()
 	ctx := t.Context()
-	// One probe per client kind, side by side: a new socket per query
-	// (glibc), one connected UDP socket (c-ares), one TCP connection.
-	kinds := []string{"socket", "udp-connected", "tcp-keepalive"}
+	// One client of each kind, side by side: the probe with a new socket
+	// per query (glibc), one connected UDP socket (c-ares kept busy), one
+	// TCP connection; and Node.js's own resolver.
+	kinds := []string{"socket", "udp-connected", "tcp-keepalive", "node.js"}
 	results := make([]probeResult, len(kinds))
 	errs := make([]error, len(kinds))
 	var wg sync.WaitGroup
@@ -139,6 +158,10 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if kind == "node.js" {
+				results[i], errs[i] = s.nodeResolve(ctx, append([]string{"--inflight", nodeInflight, "--duration", d.String(), "--interval", "20ms"}, s.mix...)...)
+				return
+			}
 			results[i], errs[i] = s.probe(ctx, append([]string{"--client", kind, "--duration", d.String(), "--interval", "20ms"}, s.mix...)...)
 		}()
 	}
@@ -150,11 +173,18 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 	wg.Wait()
 	saved := false
 	for i, r := range results {
-		resent := ""
+		var notes []string
 		if r.Resent > 0 {
-			resent = fmt.Sprintf(" (%d sent again on a new socket after an error on the kept one)", r.Resent)
+			notes = append(notes, fmt.Sprintf("%d sent again on a new socket after the kept one was closed or failed", r.Resent))
 		}
-		t.Logf("%s (%s): %d sent, %d answered, %d failed%s", scenario, r.Client, r.Sent, r.Answered, r.Failed, resent)
+		if r.Slow > 0 {
+			notes = append(notes, fmt.Sprintf("%d answered after 1 s or more, on a retry", r.Slow))
+		}
+		note := ""
+		if len(notes) > 0 {
+			note = " (" + strings.Join(notes, "; ") + ")"
+		}
+		t.Logf("%s (%s): %d sent, %d answered, %d failed%s", scenario, r.Client, r.Sent, r.Answered, r.Failed, note)
 		if r.Failed > 0 && !saved {
 			s.saveFlows(t, scenario, time.Since(began)+time.Second)
 			saved = true
@@ -169,8 +199,41 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 	return results[0]
 }
 
+// nodeResolve runs e2e/clients/resolve.js in the Node.js client pod.
+func (s *suite) nodeResolve(ctx context.Context, args ...string) (probeResult, error) {
+	out, err := s.cluster.Exec(ctx, "default", nodeClientPod, append([]string{"node", nodeClientDir + "/resolve.js"}, args...)...)
+	var r probeResult
+	if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
+		return r, errors.Join(err, fmt.Errorf("resolve.js output %q: %w", out, jerr))
+	}
+	return r, err
+}
+
 func (s *suite) startClient(t *testing.T) {
 	ctx := t.Context()
+	script := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: nodeClientPod, Namespace: "default"},
+		Data:       map[string]string{"resolve.js": resolveJS},
+	}
+	if err := s.c.Create(ctx, script); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	nodePod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: nodeClientPod, Namespace: "default", Labels: map[string]string{"app": "lrpdns-e2e-client"}},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{
+				Name: "node", Image: nodeClientImage, ImagePullPolicy: corev1.PullIfNotPresent,
+				Command:      []string{"node", "-e", "setInterval(() => {}, 3600e3)"}, // a process to exec into
+				VolumeMounts: []corev1.VolumeMount{{Name: "script", MountPath: nodeClientDir, ReadOnly: true}},
+			}},
+			Volumes: []corev1.Volume{{Name: "script", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: script.Name},
+			}}}},
+		},
+	}
+	if err := s.c.Create(ctx, nodePod); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: clientPod, Namespace: "default", Labels: map[string]string{"app": "lrpdns-e2e-client"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{
@@ -182,10 +245,12 @@ func (s *suite) startClient(t *testing.T) {
 	if err := s.c.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Minute, "the client pod to run", func() bool {
-		p := &corev1.Pod{}
-		return s.c.Get(ctx, client.ObjectKeyFromObject(pod), p) == nil && p.Status.Phase == corev1.PodRunning
-	})
+	for _, name := range []string{clientPod, nodeClientPod} {
+		waitFor(t, 2*time.Minute, "the client pod "+name+" to run", func() bool {
+			p := &corev1.Pod{}
+			return s.c.Get(ctx, client.ObjectKey{Namespace: "default", Name: name}, p) == nil && p.Status.Phase == corev1.PodRunning
+		})
+	}
 }
 
 func (s *suite) probe(ctx context.Context, args ...string) (probeResult, error) {

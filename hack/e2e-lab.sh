@@ -62,6 +62,7 @@ install_packages() {
   command -v iptables >/dev/null || need+=(iptables) # the agent's DNS proxy redirect
   command -v setpriv >/dev/null || need+=(util-linux)
   command -v openssl >/dev/null || need+=(openssl)
+  command -v node >/dev/null || need+=(nodejs) # the e2e suite's Node.js client (c-ares)
   if [[ ${#need[@]} -gt 0 ]]; then
     log "installing ${need[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -175,7 +176,7 @@ YAML
   echo '{"cniVersion":"0.3.1","name":"cilium","type":"cilium-cni","log-file":"'"$LAB"'/logs/cni.log"}' > "$LAB/etc/cni.conf"
   start lab-node "$NODE_NS" "$BIN/lab-node" run --kubeconfig "$LAB/etc/kubeconfig" --node-name "$NODE" --node-ip 10.99.0.2 \
     --dir "$LAB/node" --bin-dir "$BIN" --coredns "$COREDNS" --cilium-cni "$CILIUM_BIN/cilium-cni" \
-    --cni-conf "$LAB/etc/cni.conf" --hubble-relay "$CILIUM_BIN/hubble-relay" --cgroup "$CGROUP" --agent-pid-file "$LAB/pids/cilium-agent" --resolv-conf "$LAB/etc/node-resolv.conf"
+    --cni-conf "$LAB/etc/cni.conf" --hubble-relay "$CILIUM_BIN/hubble-relay" --nodejs "$(command -v node)" --cgroup "$CGROUP" --agent-pid-file "$LAB/pids/cilium-agent" --resolv-conf "$LAB/etc/node-resolv.conf"
   start resolver "$EXT_NS" "$BIN/lab-node" resolver --listen 10.99.0.1:53 --answer 198.51.100.53 --refuse cluster.local
   wait_for 60 "the Node to be Ready" node_ready
   wait_for 60 "ServiceAccounts" k -n kube-system get serviceaccount default
@@ -205,7 +206,7 @@ deploy() {
 suite() {
   go test -c -tags e2e -o "$BIN/e2e.test" ./e2e/
   (cd e2e && LRPDNS_E2E_PROVIDER=lab LRPDNS_E2E_KUBECONFIG="$LAB/etc/kubeconfig" LRPDNS_E2E_HUBBLE="unix://$LAB/run/hubble.sock" \
-  LRPDNS_E2E_EXEC="$BIN/lab-node exec --dir $LAB/node --bin-dir $BIN --coredns $COREDNS" \
+  LRPDNS_E2E_EXEC="$BIN/lab-node exec --dir $LAB/node --bin-dir $BIN --coredns $COREDNS --nodejs $(command -v node)" \
   LRPDNS_E2E_IMAGE=ghcr.io/lrpdns/lrpdns:v0.1.0 LRPDNS_E2E_ARTIFACTS="$ARTIFACTS" \
   LRPDNS_E2E_NODE_RESOLVERS=10.99.0.1 LRPDNS_E2E_EXTERNAL_ANSWER=198.51.100.53 \
   LRPDNS_E2E_KUBECTL="$K8S/kubectl" LRPDNS_E2E_KUSTOMIZATION="$REPO_ROOT/$INSTALL" \

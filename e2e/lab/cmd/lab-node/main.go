@@ -52,13 +52,18 @@ func run(ctx context.Context, args []string) error {
 	binDir := fs.String("bin-dir", "", "directory of node-cache and lrpdns")
 	coredns := fs.String("coredns", "", "stock CoreDNS binary")
 	relay := fs.String("hubble-relay", "", "hubble-relay binary")
+	nodejs := fs.String("nodejs", "", "Node.js binary, for the e2e suite's Node.js client (empty: none)")
 	images := func() node.Images {
-		return node.Images{
+		im := node.Images{
 			"ghcr.io/lrpdns/node-cache":       {Entrypoint: "/node-cache", Binary: filepath.Join(*binDir, "node-cache")},
 			"ghcr.io/lrpdns/lrpdns":           {Entrypoint: "/lrpdns", Binary: filepath.Join(*binDir, "lrpdns")},
 			"registry.k8s.io/coredns/coredns": {Entrypoint: "/coredns", Binary: *coredns},
 			"quay.io/cilium/hubble-relay":     {Entrypoint: "/usr/bin/hubble-relay", Binary: *relay},
 		}
+		if *nodejs != "" {
+			im["docker.io/library/node"] = node.Image{Entrypoint: "node", Binary: *nodejs}
+		}
+		return im
 	}
 	switch args[0] {
 	case "run":

@@ -1,0 +1,88 @@
+// resolve.js: the e2e suite's Node.js client. It asks A records through
+// Node's dns.Resolver (c-ares, as a Node.js service resolves) and prints a
+// report shaped like `lrpdns probe`'s. Usage, flags before names:
+//   node resolve.js [--server IP[:PORT]] --duration 60s [--interval 20ms]
+//     [--inflight N] [--fresh SUFFIX] [--fresh-external SUFFIX[=WANT]] NAME[=WANT]...
+// --inflight N runs N lookups side by side. c-ares keeps a UDP socket only
+// while a query is outstanding on it, so N > 1 is a busy service whose
+// socket stays open across lookups.
+'use strict';
+const dns = require('node:dns').promises;
+const fs = require('node:fs');
+
+function duration(s) {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(s);
+  if (!m) throw new Error(`bad duration ${JSON.stringify(s)}`);
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60000 }[m[2]];
+}
+
+function parse(argv) {
+  const o = { server: '', duration: 0, interval: 20, inflight: 1, fresh: '', freshExternal: '', targets: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => { if (i + 1 >= argv.length) throw new Error(`${a} needs a value`); return argv[++i]; };
+    if (a === '--server') o.server = val();
+    else if (a === '--duration') o.duration = duration(val());
+    else if (a === '--interval') o.interval = duration(val());
+    else if (a === '--inflight') o.inflight = Number(val());
+    else if (a === '--fresh') o.fresh = val();
+    else if (a === '--fresh-external') o.freshExternal = val();
+    else if (a.startsWith('-')) throw new Error(`unknown flag ${a}`);
+    else { const [name, want = ''] = a.split('='); o.targets.push({ name, want }); }
+  }
+  if (!o.duration || !(o.inflight >= 1)) throw new Error('give --duration, and --inflight of at least 1');
+  if (!o.server) {
+    const m = /^nameserver\s+(\S+)/m.exec(fs.readFileSync('/etc/resolv.conf', 'utf8'));
+    if (!m) throw new Error('no --server and no nameserver in /etc/resolv.conf');
+    o.server = m[1];
+  }
+  return o;
+}
+
+async function main() {
+  const o = parse(process.argv.slice(2));
+  const r = new dns.Resolver(); // Node's defaults: a 5 s timeout, 4 tries
+  r.setServers([o.server]);
+  const run = 1 + Math.floor(Math.random() * 254);
+  // A round: the named targets, then a never-seen name of each kind, as
+  // `lrpdns probe` builds them.
+  const makers = [];
+  if (o.fresh) makers.push((n) => {
+    const hi = (Math.floor(n / 254) % 254) + 1, lo = (n % 254) + 1;
+    return { name: `10-${run}-${hi}-${lo}.${o.fresh}`, want: `10.${run}.${hi}.${lo}`, fresh: true };
+  });
+  if (o.freshExternal) {
+    const [suffix, want = ''] = o.freshExternal.split('=');
+    makers.push((n) => ({ name: `r${run}-${n}.${suffix}`, want, fresh: true }));
+  }
+  const round = o.targets.length + makers.length;
+  const rep = { server: o.server, client: `node.js ${process.version} dns.Resolver (c-ares ${process.versions.ares}), ${o.inflight} in flight`,
+    sent: 0, answered: 0, failed: 0, wrong: 0, resent: 0, slow: 0, failures: [], answers: {} };
+  const fail = (t, msg) => { rep.failed++; if (rep.failures.length < 10) rep.failures.push(`${new Date(t).toISOString()} ${msg}`); };
+  const end = Date.now() + o.duration;
+  let next = 0;
+  async function worker() {
+    while (Date.now() < end) {
+      const i = next++;
+      const j = i % round;
+      const t = j < o.targets.length ? o.targets[j] : makers[j - o.targets.length](Math.floor(i / round));
+      rep.sent++;
+      const began = Date.now();
+      try {
+        const addrs = await r.resolve4(t.name);
+        if (Date.now() - began >= 1000) rep.slow++;
+        if (t.want && !addrs.includes(t.want)) { rep.wrong++; fail(began, `${t.name}: answer ${addrs}, want ${t.want}`); }
+        else { rep.answered++; const k = t.fresh ? 'fresh' : (addrs[0] || 'NOERROR'); rep.answers[k] = (rep.answers[k] || 0) + 1; }
+      } catch (e) {
+        if (t.want === 'NXDOMAIN' && e.code === 'ENOTFOUND') { rep.answered++; rep.answers.NXDOMAIN = (rep.answers.NXDOMAIN || 0) + 1; }
+        else fail(began, `${t.name}: ${e.code || e.message}`);
+      }
+      await new Promise((res) => setTimeout(res, o.interval));
+    }
+  }
+  await Promise.all(Array.from({ length: o.inflight }, worker));
+  process.stdout.write(JSON.stringify(rep) + '\n');
+  process.exitCode = rep.failed > 0 ? 1 : 0;
+}
+
+main().catch((e) => { process.stderr.write(`resolve.js: ${e.message}\n`); process.exitCode = 2; });
