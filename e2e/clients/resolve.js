@@ -10,10 +10,18 @@
 const dns = require('node:dns').promises;
 const fs = require('node:fs');
 
+// duration reads a Go duration: 20ms, 30s, 1m0s, 1h30m.
 function duration(s) {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(s);
-  if (!m) throw new Error(`bad duration ${JSON.stringify(s)}`);
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60000 }[m[2]];
+  const unit = { h: 3600000, m: 60000, s: 1000, ms: 1 };
+  let ms = 0, rest = s;
+  while (rest) {
+    const m = /^(\d+(?:\.\d+)?)(ms|h|m|s)/.exec(rest);
+    if (!m) throw new Error(`bad duration ${JSON.stringify(s)}`);
+    ms += Number(m[1]) * unit[m[2]];
+    rest = rest.slice(m[0].length);
+  }
+  if (!s) throw new Error('empty duration');
+  return ms;
 }
 
 function parse(argv) {

@@ -1,0 +1,85 @@
+package clients
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/lrpdns/lrpdns/internal/dnstest"
+)
+
+type report struct {
+	Client                              string
+	Sent, Answered, Failed, Wrong, Slow int
+	Failures                            []string
+	Answers                             map[string]int
+}
+
+// resolve runs resolve.js with args and returns its report and exit code.
+func resolve(t *testing.T, args ...string) (report, int) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("no Node.js (Debian package nodejs): the e2e suite's Node.js client is not tested here")
+	}
+	var out, stderr bytes.Buffer
+	cmd := exec.Command(node, append([]string{"resolve.js"}, args...)...)
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	err = cmd.Run()
+	code := 0
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var r report
+	if code != 2 {
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			t.Fatalf("report %q (stderr %q): %v", out.String(), stderr.String(), err)
+		}
+	}
+	return r, code
+}
+
+// TestResolveJS: the script takes the suite's arguments as `lrpdns probe`
+// does (Go durations, NAME=WANT, fresh names), checks each answer, and
+// exits non-zero when a query failed.
+func TestResolveJS(t *testing.T) {
+	s, err := dnstest.Start(dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, code := resolve(t, "--server", s.Addr.String(), "--duration", "0m1s", "--interval", "10ms", "--inflight", "2",
+		"--fresh-external", "example.org=192.0.2.7", "a.example.com=192.0.2.7")
+	if code != 0 || r.Sent < 20 || r.Answered != r.Sent || r.Failed != 0 || r.Answers["fresh"] == 0 || r.Answers["192.0.2.7"] == 0 || !strings.Contains(r.Client, "c-ares") {
+		t.Errorf("exit %d, report %+v; want every query answered, fresh names counted together", code, r)
+	}
+	fresh := 0
+	for _, q := range s.Queries() {
+		if strings.HasSuffix(q.Name, ".example.org.") {
+			fresh++
+		}
+	}
+	if fresh != r.Answers["fresh"] {
+		t.Errorf("the server saw %d never-seen names, the report %d", fresh, r.Answers["fresh"])
+	}
+
+	// An answer that is not the one wanted is a failure.
+	r, code = resolve(t, "--server", s.Addr.String(), "--duration", "200ms", "b.example.com=192.0.2.8")
+	if code != 1 || r.Wrong == 0 || r.Failed != r.Sent || len(r.Failures) == 0 {
+		t.Errorf("wrong answers: exit %d, report %+v; want every query failed as wrong", code, r)
+	}
+
+	// Bad arguments are refused, with exit code 2.
+	for _, args := range [][]string{{"--duration", "5x", "a"}, {"--bogus"}, {"--duration", "1s", "--inflight", "0", "a"}} {
+		if _, code := resolve(t, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}
