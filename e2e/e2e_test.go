@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,19 +37,37 @@ import (
 
 const clientPod = "lrpdns-e2e-client"
 
-// nodeClientPod runs Node.js, whose dns.Resolver is c-ares: a real resolver
-// library as the client, next to the probe's kinds.
+// libClient is a resolver library as a client, in its own pod, with its
+// script from e2e/clients in a ConfigMap: real resolvers next to the
+// probe's kinds, since their socket reuse is what socket LB acts on.
+type libClient struct {
+	kind, pod, image string
+	idle             []string // the container's command: a process to exec into
+	run              []string // the script's command line, before the common flags
+}
+
 const (
-	nodeClientPod   = "lrpdns-e2e-node-client"
-	nodeClientImage = "docker.io/library/node:20-bookworm-slim"
-	nodeClientDir   = "/etc/lrpdns-e2e"
-	// nodeInflight lookups side by side: c-ares keeps its UDP socket only
-	// while a query is outstanding on it.
-	nodeInflight = "4"
+	clientsConfigMap = "lrpdns-e2e-clients"
+	clientsDir       = "/etc/lrpdns-e2e"
 )
+
+var libClients = []libClient{
+	// c-ares keeps its UDP socket only while a query is outstanding on it:
+	// four lookups side by side are a busy service.
+	{kind: "node.js", pod: "lrpdns-e2e-node-client", image: "docker.io/library/node:20-bookworm-slim",
+		idle: []string{"node", "-e", "setInterval(() => {}, 3600e3)"},
+		run:  []string{"node", clientsDir + "/resolve.js", "--inflight", "4", "--interval", "20ms"}},
+	// glibc's resolver: a new socket per lookup, its own timeout and retry.
+	{kind: "glibc", pod: "lrpdns-e2e-glibc-client", image: "docker.io/library/debian:bookworm-slim",
+		idle: []string{"sleep", "infinity"},
+		run:  []string{"sh", clientsDir + "/getent.sh", "--interval", "0.02"}},
+}
 
 //go:embed clients/resolve.js
 var resolveJS string
+
+//go:embed clients/getent.sh
+var getentSh string
 
 // probeResult mirrors `lrpdns probe` output.
 type probeResult struct {
@@ -150,7 +169,10 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 	// One client of each kind, side by side: the probe with a new socket
 	// per query (glibc), one connected UDP socket (c-ares kept busy), one
 	// TCP connection; and Node.js's own resolver.
-	kinds := []string{"socket", "udp-connected", "tcp-keepalive", "node.js"}
+	kinds := []string{"socket", "udp-connected", "tcp-keepalive"}
+	for _, c := range libClients {
+		kinds = append(kinds, c.kind)
+	}
 	results := make([]probeResult, len(kinds))
 	errs := make([]error, len(kinds))
 	var wg sync.WaitGroup
@@ -158,8 +180,9 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if kind == "node.js" {
-				results[i], errs[i] = s.nodeResolve(ctx, append([]string{"--inflight", nodeInflight, "--duration", d.String(), "--interval", "20ms"}, s.mix...)...)
+			if j := i - (len(kinds) - len(libClients)); j >= 0 {
+				c := libClients[j]
+				results[i], errs[i] = s.libResolve(ctx, c, append([]string{"--duration", fmt.Sprintf("%ds", int(d.Seconds()))}, s.mix...)...)
 				return
 			}
 			results[i], errs[i] = s.probe(ctx, append([]string{"--client", kind, "--duration", d.String(), "--interval", "20ms"}, s.mix...)...)
@@ -199,42 +222,26 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 	return results[0]
 }
 
-// nodeResolve runs e2e/clients/resolve.js in the Node.js client pod.
-func (s *suite) nodeResolve(ctx context.Context, args ...string) (probeResult, error) {
-	out, err := s.cluster.Exec(ctx, "default", nodeClientPod, append([]string{"node", nodeClientDir + "/resolve.js"}, args...)...)
+// libResolve runs c's script in its pod.
+func (s *suite) libResolve(ctx context.Context, c libClient, args ...string) (probeResult, error) {
+	out, err := s.cluster.Exec(ctx, "default", c.pod, append(slices.Clone(c.run), args...)...)
 	var r probeResult
 	if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
-		return r, errors.Join(err, fmt.Errorf("resolve.js output %q: %w", out, jerr))
+		return r, errors.Join(err, fmt.Errorf("%s output %q: %w", c.kind, out, jerr))
 	}
 	return r, err
 }
 
 func (s *suite) startClient(t *testing.T) {
 	ctx := t.Context()
-	script := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: nodeClientPod, Namespace: "default"},
-		Data:       map[string]string{"resolve.js": resolveJS},
+	scripts := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: clientsConfigMap, Namespace: "default"},
+		Data:       map[string]string{"resolve.js": resolveJS, "getent.sh": getentSh},
 	}
-	if err := s.c.Create(ctx, script); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := s.c.Create(ctx, scripts); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	nodePod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: nodeClientPod, Namespace: "default", Labels: map[string]string{"app": "lrpdns-e2e-client"}},
-		Spec: corev1.PodSpec{
-			Containers: []corev1.Container{{
-				Name: "node", Image: nodeClientImage, ImagePullPolicy: corev1.PullIfNotPresent,
-				Command:      []string{"node", "-e", "setInterval(() => {}, 3600e3)"}, // a process to exec into
-				VolumeMounts: []corev1.VolumeMount{{Name: "script", MountPath: nodeClientDir, ReadOnly: true}},
-			}},
-			Volumes: []corev1.Volume{{Name: "script", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-				LocalObjectReference: corev1.LocalObjectReference{Name: script.Name},
-			}}}},
-		},
-	}
-	if err := s.c.Create(ctx, nodePod); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	pod := &corev1.Pod{
+	probePod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: clientPod, Namespace: "default", Labels: map[string]string{"app": "lrpdns-e2e-client"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{
 			Name: "client", Image: s.cluster.Image(), ImagePullPolicy: corev1.PullIfNotPresent,
@@ -242,10 +249,29 @@ func (s *suite) startClient(t *testing.T) {
 			Args: []string{"probe", "--duration", "24h", "--interval", "1s", "kubernetes.default.svc.cluster.local"},
 		}}},
 	}
-	if err := s.c.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := s.c.Create(ctx, probePod); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	for _, name := range []string{clientPod, nodeClientPod} {
+	pods := []string{clientPod}
+	for _, c := range libClients {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: c.pod, Namespace: "default", Labels: map[string]string{"app": "lrpdns-e2e-client"}},
+			Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{
+					Name: "client", Image: c.image, ImagePullPolicy: corev1.PullIfNotPresent, Command: c.idle,
+					VolumeMounts: []corev1.VolumeMount{{Name: "scripts", MountPath: clientsDir, ReadOnly: true}},
+				}},
+				Volumes: []corev1.Volume{{Name: "scripts", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+					LocalObjectReference: corev1.LocalObjectReference{Name: clientsConfigMap},
+				}}}},
+			},
+		}
+		if err := s.c.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		pods = append(pods, c.pod)
+	}
+	for _, name := range pods {
 		waitFor(t, 2*time.Minute, "the client pod "+name+" to run", func() bool {
 			p := &corev1.Pod{}
 			return s.c.Get(ctx, client.ObjectKey{Namespace: "default", Name: name}, p) == nil && p.Status.Phase == corev1.PodRunning

@@ -23,7 +23,6 @@ source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 
 LAB=${LAB_DIR:-${TMPDIR:-/tmp}/lrpdns-lab}
-ARTIFACTS=${ARTIFACTS:-$REPO_ROOT/_artifacts/e2e-lab}
 NODE_NS=lrpdns-node EXT_NS=lrpdns-ext NODE=lrpdns-node
 LAB_KUBE_DNS=${LAB_KUBE_DNS:-kubeadm}
 case "$LAB_KUBE_DNS" in
@@ -32,6 +31,7 @@ case "$LAB_KUBE_DNS" in
   *) echo "e2e-lab: LAB_KUBE_DNS=$LAB_KUBE_DNS: want kubeadm or rke2" >&2; exit 2 ;;
 esac
 LAB_PROFILE=${LAB_PROFILE:-default}
+ARTIFACTS=${ARTIFACTS:-$REPO_ROOT/_artifacts/e2e-lab/$LAB_PROFILE}
 PROFILES=e2e/cilium/profiles
 if [[ ! -f "$PROFILES/$LAB_PROFILE.yaml" ]]; then
   names=("$PROFILES"/*.yaml); names=("${names[@]##*/}")

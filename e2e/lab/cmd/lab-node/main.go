@@ -60,6 +60,8 @@ func run(ctx context.Context, args []string) error {
 			"registry.k8s.io/coredns/coredns": {Entrypoint: "/coredns", Binary: *coredns},
 			"quay.io/cilium/hubble-relay":     {Entrypoint: "/usr/bin/hubble-relay", Binary: *relay},
 		}
+		// The glibc client's image: the host's own libc, getent and sh.
+		im["docker.io/library/debian"] = node.Image{Entrypoint: "sleep", Binary: "/usr/bin/sleep"}
 		if *nodejs != "" {
 			im["docker.io/library/node"] = node.Image{Entrypoint: "node", Binary: *nodejs}
 		}

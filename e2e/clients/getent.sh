@@ -1,0 +1,62 @@
+#!/bin/sh
+# getent.sh: the e2e suite's glibc client. Each lookup is `getent ahostsv4
+# NAME.` (glibc's resolver, as a pod's libc resolves: its resolv.conf, a new
+# socket per lookup) and the script prints a report shaped like `lrpdns
+# probe`'s. Usage, flags before names:
+#   getent.sh --duration SECONDS [--interval SECONDS] [--fresh SUFFIX]
+#     [--fresh-external SUFFIX[=WANT]] NAME[=WANT]...
+# A fresh name is never seen before: 10-R-HI-LO.SUFFIX (a pod name CoreDNS
+# answers with 10.R.HI.LO) or rR-N.SUFFIX.
+set -u
+duration='' interval=0.02 fresh='' fresh_external=''
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --interval) interval=$2; shift 2 ;;
+    --fresh) fresh=$2; shift 2 ;;
+    --fresh-external) fresh_external=$2; shift 2 ;;
+    -*) echo "getent.sh: unknown flag $1" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+duration=${duration%s}
+case "$duration" in ''|*[!0-9]*) echo "getent.sh: --duration SECONDS (or Ns), a whole number" >&2; exit 2 ;; esac
+run=$(( $(od -An -N1 -tu1 /dev/urandom) % 254 + 1 ))
+sent=0 answered=0 failed=0 wrong=0 slow=0 fresh_ok=0 failures=''
+# lookup NAME WANT FRESH: one getent, its answer checked.
+lookup() {
+  sent=$((sent + 1))
+  t0=$(date +%s%N)
+  out=$(getent ahostsv4 "$1." 2>/dev/null)
+  rc=$? why=''
+  [ $(( ($(date +%s%N) - t0) / 1000000 )) -ge 1000 ] && slow=$((slow + 1))
+  if [ $rc -ne 0 ]; then
+    why="getent exit $rc"
+  elif [ -n "$2" ] && ! printf '%s\n' "$out" | grep -q "^$2 "; then
+    wrong=$((wrong + 1)) why="answer $(printf '%s\n' "$out" | awk '{print $1}' | sort -u | xargs), want $2"
+  else
+    answered=$((answered + 1))
+    [ "$3" = fresh ] && fresh_ok=$((fresh_ok + 1))
+  fi
+  if [ -n "$why" ]; then
+    failed=$((failed + 1))
+    [ "$failed" -le 10 ] && failures="$failures${failures:+,}\"$(date -u +%H:%M:%S.%N | cut -c1-12) $1: $why\""
+  fi
+  sleep "$interval"
+}
+end=$(( $(date +%s) + duration )) n=0
+while [ "$(date +%s)" -lt "$end" ]; do
+  for t in "$@"; do lookup "${t%%=*}" "$(case "$t" in *=*) echo "${t#*=}" ;; esac)" ''; done
+  if [ -n "$fresh" ]; then
+    hi=$(( (n / 254) % 254 + 1 )) lo=$(( n % 254 + 1 ))
+    lookup "10-$run-$hi-$lo.$fresh" "10.$run.$hi.$lo" fresh
+  fi
+  if [ -n "$fresh_external" ]; then
+    lookup "r$run-$n.${fresh_external%%=*}" "$(case "$fresh_external" in *=*) echo "${fresh_external#*=}" ;; esac)" fresh
+  fi
+  n=$((n + 1))
+done
+libc=$(getconf GNU_LIBC_VERSION 2>/dev/null || echo libc)
+printf '{"client":"%s getent ahostsv4","sent":%d,"answered":%d,"failed":%d,"wrong":%d,"slow":%d,"failures":[%s],"answers":{"fresh":%d}}\n' \
+  "$libc" "$sent" "$answered" "$failed" "$wrong" "$slow" "$failures" "$fresh_ok"
+[ "$failed" -eq 0 ]
