@@ -56,29 +56,30 @@ func newExchanger(kind string, tcp bool, addr string, timeout time.Duration) (*e
 
 func (e *exchanger) kind() string { return e.name }
 
-// exchange returns m's answer, and whether m was sent again on a new
-// socket because the kept one failed.
-func (e *exchanger) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, bool, error) {
+// exchange returns m's answer and, when m was sent again on a new socket
+// because the kept one failed, that socket's error.
+func (e *exchanger) exchange(ctx context.Context, m *dns.Msg) (r *dns.Msg, resentAfter, err error) {
 	if e.client != nil {
-		r, _, err := e.client.ExchangeContext(ctx, m, e.addr)
-		return r, false, err
+		r, _, err = e.client.ExchangeContext(ctx, m, e.addr)
+		return r, nil, err
 	}
 	reused := e.conn != nil
-	if err := e.dial(ctx); err != nil {
-		return nil, false, err
+	if err = e.dial(ctx); err != nil {
+		return nil, nil, err
 	}
-	r, err := e.roundTrip(m)
-	resent := false
+	r, err = e.roundTrip(m)
 	if err != nil && reused && resend(e.network, err) {
 		// The kept socket failed before the answer came: a TCP client sends
 		// the query again on a new connection (RFC 7766, 6.2.1), and c-ares
 		// requeues it on a new UDP socket. Socket LB's termination of
 		// sockets connected to a deleted backend ends here: the UDP socket
-		// loses its peer (EDESTADDRREQ), the TCP one is reset.
-		resent = true
+		// loses its peer (EDESTADDRREQ), the TCP one is reset. So does a
+		// cache that closed its socket while its pod still answers ICMP:
+		// the next read is refused (ECONNREFUSED).
+		resentAfter = err
 		e.close()
-		if err := e.dial(ctx); err != nil {
-			return nil, resent, err
+		if err = e.dial(ctx); err != nil {
+			return nil, resentAfter, err
 		}
 		r, err = e.roundTrip(m)
 	}
@@ -90,7 +91,19 @@ func (e *exchanger) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, bool, e
 	if err != nil && (e.network == "tcp" || !timedOut) {
 		e.close()
 	}
-	return r, resent, err
+	return r, resentAfter, err
+}
+
+// errClass names a socket error without its addresses, to count causes.
+func errClass(err error) string {
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &errno):
+		return errno.Error()
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "closed by the server (EOF)"
+	}
+	return err.Error()
 }
 
 // resend says whether a client sends a query again on a new socket after

@@ -26,7 +26,9 @@ type probeReport struct {
 	Wrong int `json:"wrong"`
 	// Resent counts the queries sent again on a new socket because the kept
 	// one reported an error (answered or not, each is one query in Sent).
-	Resent   int            `json:"resent"`
+	Resent int `json:"resent"`
+	// ResentAfter counts the kept socket's errors that made them, by kind.
+	ResentAfter map[string]int `json:"resentAfter,omitempty"`
 	Failures []string       `json:"failures,omitempty"` // the first few
 	Answers  map[string]int `json:"answers"`            // rcode, address or "fresh" -> count
 }
@@ -145,7 +147,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer ex.close()
-	rep := probeReport{Server: addr, Client: ex.kind(), Answers: map[string]int{}}
+	rep := probeReport{Server: addr, Client: fmt.Sprintf("%s, every %v", ex.kind(), *interval), Answers: map[string]int{}}
 	deadline := time.Now().Add(*duration)
 	for i := 0; (*count <= 0 || i < *count) && (*duration <= 0 || time.Now().Before(deadline)); i++ {
 		if ctx.Err() != nil {
@@ -161,9 +163,13 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		m.SetQuestion(t.name, dns.TypeA)
 		rep.Sent++
 		sent := time.Now()
-		r, resent, err := ex.exchange(ctx, m)
-		if resent {
+		r, resentAfter, err := ex.exchange(ctx, m)
+		if resentAfter != nil {
 			rep.Resent++
+			if rep.ResentAfter == nil {
+				rep.ResentAfter = map[string]int{}
+			}
+			rep.ResentAfter[errClass(resentAfter)]++
 		}
 		switch {
 		case err != nil:

@@ -194,9 +194,9 @@ func TestProbeClientKinds(t *testing.T) {
 		client, kind string
 		peers        int // distinct client addresses for 5 queries
 	}{
-		{"socket", "udp, a socket per query", 5},
-		{"udp-connected", "udp, one connected socket", 1},
-		{"tcp-keepalive", "tcp, one connection kept open", 1},
+		{"socket", "udp, a socket per query, every 0s", 5},
+		{"udp-connected", "udp, one connected socket, every 0s", 1},
+		{"tcp-keepalive", "tcp, one connection kept open, every 0s", 1},
 	} {
 		t.Run(tc.client, func(t *testing.T) {
 			s := startPeerRecorder(t, -1)
@@ -260,18 +260,18 @@ func TestUDPConnectedResendsAfterSocketError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ex.close()
-	ask := func() (*dns.Msg, bool, error) {
+	ask := func() (*dns.Msg, error, error) {
 		m := new(dns.Msg)
 		m.SetQuestion("a.example.com.", dns.TypeA)
 		return ex.exchange(context.Background(), m)
 	}
-	if _, resent, err := ask(); err != nil || resent {
-		t.Fatalf("first query: resent %v, %v", resent, err)
+	if _, resent, err := ask(); err != nil || resent != nil {
+		t.Fatalf("first query: resent after %v, %v", resent, err)
 	}
 	disconnect(t, ex.conn.Conn)
 	r, resent, err := ask()
-	if err != nil || !resent || len(r.Answer) != 1 {
-		t.Fatalf("query on the disconnected socket: %v, resent %v, %v; want answered on a new socket", r, resent, err)
+	if err != nil || resent == nil || errClass(resent) != syscall.EDESTADDRREQ.Error() || len(r.Answer) != 1 {
+		t.Fatalf("query on the disconnected socket: %v, resent after %v, %v; want answered on a new socket after EDESTADDRREQ", r, resent, err)
 	}
 	if n, peers := s.distinct(); n != 2 || len(peers) != 2 {
 		t.Errorf("the server saw %v; want one query from each of two sockets (the write on the failed one never left)", peers)
@@ -297,7 +297,7 @@ func TestUDPConnectedResendsAfterSocketError(t *testing.T) {
 		if i == 0 {
 			first = ex2.conn
 		}
-		if err == nil || resent || ex2.conn == nil || ex2.conn != first {
+		if err == nil || resent != nil || ex2.conn == nil || ex2.conn != first {
 			t.Errorf("query %d to a silent server: resent %v, err %v, same socket %v; want a timeout, nothing resent, the socket kept", i, resent, err, ex2.conn == first)
 		}
 	}

@@ -122,6 +122,14 @@ func Exec(dir string, images Images, namespace, name string, argv []string) (*ex
 	}
 	if bin, ok := images.Binary(argv[0]); ok {
 		argv[0] = bin
+	} else if !filepath.IsAbs(argv[0]) {
+		// A command of the image's own (sh): the host's, by its path,
+		// which the container's entrypoint mount needs.
+		bin, err := exec.LookPath(argv[0])
+		if err != nil {
+			return nil, err
+		}
+		argv[0] = bin
 	}
 	return s.command(argv), nil
 }
