@@ -238,10 +238,15 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 
 // libResolve runs c's script in its pod.
 func (s *suite) libResolve(ctx context.Context, c libClient, args ...string) (probeResult, error) {
-	out, err := s.cluster.Exec(ctx, "default", c.pod, append(slices.Clone(c.run), args...)...)
+	return s.runClient(ctx, c.pod, append(slices.Clone(c.run), args...))
+}
+
+// runClient runs argv in pod and reads the report it prints.
+func (s *suite) runClient(ctx context.Context, pod string, argv []string) (probeResult, error) {
+	out, err := s.cluster.Exec(ctx, "default", pod, argv...)
 	var r probeResult
 	if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
-		return r, errors.Join(err, fmt.Errorf("%s output %q: %w", c.kind, out, jerr))
+		return r, errors.Join(err, fmt.Errorf("%s output %q: %w", argv[0], out, jerr))
 	}
 	return r, err
 }
@@ -294,12 +299,7 @@ func (s *suite) startClient(t *testing.T) {
 }
 
 func (s *suite) probe(ctx context.Context, args ...string) (probeResult, error) {
-	out, err := s.cluster.Exec(ctx, "default", clientPod, append([]string{"/lrpdns", "probe"}, args...)...)
-	var r probeResult
-	if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
-		return r, errors.Join(err, fmt.Errorf("probe output %q: %w", out, jerr))
-	}
-	return r, err
+	return s.runClient(ctx, clientPod, append([]string{"/lrpdns", "probe"}, args...))
 }
 
 func (s *suite) policyInPlace(t *testing.T) {

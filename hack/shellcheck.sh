@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs shellcheck on every script under hack/ and .ci/. Installs it from Debian's
+# Runs shellcheck on every script under hack/, e2e/ and .ci/. Installs it from Debian's
 # packages when missing and root.
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,6 @@ if ! command -v shellcheck >/dev/null; then
     exit 1
   fi
 fi
-mapfile -t scripts < <(git ls-files 'hack/*.sh' 'hack/**/*.sh' '.ci/run')
+mapfile -t scripts < <(git ls-files 'hack/*.sh' 'hack/**/*.sh' 'e2e/**/*.sh' '.ci/run')
 shellcheck --external-sources --source-path=hack "${scripts[@]}"
 echo "shellcheck: ${#scripts[@]} scripts clean"
