@@ -115,7 +115,7 @@ func resend(network string, err error) bool {
 		return closedByPeer(err)
 	}
 	var ne net.Error
-	return !(errors.As(err, &ne) && ne.Timeout())
+	return !errors.As(err, &ne) || !ne.Timeout()
 }
 
 func (e *exchanger) dial(ctx context.Context) error {

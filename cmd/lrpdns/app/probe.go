@@ -29,8 +29,8 @@ type probeReport struct {
 	Resent int `json:"resent"`
 	// ResentAfter counts the kept socket's errors that made them, by kind.
 	ResentAfter map[string]int `json:"resentAfter,omitempty"`
-	Failures []string       `json:"failures,omitempty"` // the first few
-	Answers  map[string]int `json:"answers"`            // rcode, address or "fresh" -> count
+	Failures    []string       `json:"failures,omitempty"` // the first few
+	Answers     map[string]int `json:"answers"`            // rcode, address or "fresh" -> count
 }
 
 // ErrProbeFailed is returned when any query failed.
