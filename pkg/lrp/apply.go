@@ -112,23 +112,73 @@ func (r *Reconciler) removePolicy(ctx context.Context, ds *appsv1.DaemonSet, why
 	return nil
 }
 
+// upstreamDrain is how long kube-dns-upstream outlives its DaemonSet by
+// default: the DaemonSet's pods are deleted with it, and each keeps serving,
+// forwarding cluster names to kube-dns-upstream, through its lameduck and
+// grace period (5 s and 30 s in manifests/).
+const upstreamDrain = time.Minute
+
 // removeAll takes the redirect away once the DaemonSet is gone, without
-// waiting for the garbage collector. kube-dns-upstream is left to the
-// garbage collector: it is owned by the DaemonSet and by the policy, so it
-// goes only after both, and no cache forwards to a deleted Service while
-// clients are still redirected to it.
-func (r *Reconciler) removeAll(ctx context.Context) error {
+// waiting for the garbage collector, and keeps kube-dns-upstream while the
+// DaemonSet's pods terminate. Left to the garbage collector, kube-dns-upstream
+// would go the moment both its owners, the DaemonSet and the policy, are
+// gone, while the terminating caches still answer the queries that reached
+// them and forward the cluster-domain misses to it: with per-packet load
+// balancing those forwards then fail (the lab lost one such query per
+// client). So, when the controller knows its own pod (Self), that pod
+// becomes the Service's only owner, and the controller deletes the Service
+// after the drain; if the controller goes first (an uninstall), the garbage
+// collector takes the Service with it, so nothing is left behind. If the
+// DaemonSet comes back before the drain ends, the Service is adopted again
+// as it is, on its address. It returns how soon to look again.
+func (r *Reconciler) removeAll(ctx context.Context) (time.Duration, error) {
+	log := logf.FromContext(ctx)
 	if served, err := r.policiesServed(); err != nil || !served {
-		return err
+		return 0, err
+	}
+	up := &corev1.Service{}
+	err := r.Client.Get(ctx, r.key(r.Names.UpstreamService), up)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return 0, fmt.Errorf("failed to get Service %s: %w", klog.KRef(r.Names.Namespace, r.Names.UpstreamService), err)
+	}
+	draining := err == nil && r.Self != nil && up.Labels[ManagedByLabel] == ManagedByValue
+	if draining && !(len(up.OwnerReferences) == 1 && up.OwnerReferences[0].UID == r.Self.UID) {
+		up.OwnerReferences = []metav1.OwnerReference{*r.Self}
+		if err := r.Client.Update(ctx, up); err != nil {
+			return 0, fmt.Errorf("failed to keep Service %s for the terminating caches: %w", klog.KObj(up), err)
+		}
+		log.Info("DaemonSet gone: keeping the upstream Service, owned by this controller's pod, while the DaemonSet's pods terminate", "service", klog.KObj(up), "drain", r.drain())
+	}
+	if draining && r.drainSince.IsZero() {
+		r.drainSince = time.Now()
 	}
 	deleted, err := r.deleteOwned(ctx, &ciliumv2.CiliumLocalRedirectPolicy{}, r.Names.Policy)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if deleted {
-		logf.FromContext(ctx).Info("DaemonSet gone: removed CiliumLocalRedirectPolicy; DNS falls back to kube-dns", "policy", klog.KRef(r.Names.Namespace, r.Names.Policy))
+		log.Info("DaemonSet gone: removed CiliumLocalRedirectPolicy; DNS falls back to kube-dns", "policy", klog.KRef(r.Names.Namespace, r.Names.Policy))
 	}
-	return nil
+	if !draining {
+		r.drainSince = time.Time{}
+		return 0, nil
+	}
+	if left := r.drain() - time.Since(r.drainSince); left > 0 {
+		return left, nil
+	}
+	if _, err := r.deleteOwned(ctx, &corev1.Service{}, r.Names.UpstreamService); err != nil {
+		return 0, err
+	}
+	r.drainSince = time.Time{}
+	log.Info("DaemonSet gone: removed the upstream Service after the drain", "service", klog.KRef(r.Names.Namespace, r.Names.UpstreamService))
+	return 0, nil
+}
+
+func (r *Reconciler) drain() time.Duration {
+	if r.UpstreamDrain > 0 {
+		return r.UpstreamDrain
+	}
+	return upstreamDrain
 }
 
 // deleteOwned deletes the named object if it carries our managed-by label.

@@ -3,6 +3,7 @@ package lrp
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -408,22 +410,58 @@ func TestHandEditsAreRepaired(t *testing.T) {
 }
 
 // TestDaemonSetDeletedRemovesPolicyFirst: the controller deletes the policy
-// itself; kube-dns-upstream is left to the garbage collector (envtest has
-// none), which deletes it only once both its owners, the DaemonSet and the
-// policy, are gone.
+// at once, and keeps kube-dns-upstream, owned by the controller's own pod
+// only, while the DaemonSet's pods terminate: they still forward cluster
+// names to it. It deletes it after the drain. (Had the controller gone
+// first, the garbage collector would take the Service with its pod.)
 func TestDaemonSetDeletedRemovesPolicyFirst(t *testing.T) {
 	s := newScenario(t)
 	s.healthy()
-	s.startController(s.cfg)
+	const drain = 3 * time.Second
+	self := s.selfPod()
+	s.startController(s.cfg, func(o *Options) { o.UpstreamDrain, o.Self = drain, self })
 	p := s.waitPolicy(nil)
 	up := s.waitUpstreamOwnedByPolicy(p)
 
+	if err := s.c.Delete(s.ctx(), s.cacheDaemonSet()); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	s.waitNoPolicy()
+	s.eventually("kube-dns-upstream owned by the controller's pod only", func() bool {
+		up2, err := s.upstream()
+		return err == nil && up2.UID == up.UID && len(up2.OwnerReferences) == 1 && up2.OwnerReferences[0].UID == self.UID && up2.OwnerReferences[0].Kind == "Pod"
+	})
+	// Still there during the drain...
+	time.Sleep(drain / 2)
+	if up2, err := s.upstream(); err != nil || up2.UID != up.UID {
+		t.Fatalf("upstream Service %v after %v, during the %v drain: %v", up2.UID, time.Since(deleted).Round(time.Millisecond), drain, err)
+	}
+	// ...and gone after it.
+	s.eventually("kube-dns-upstream deleted after the drain", func() bool {
+		_, err := s.upstream()
+		return apierrors.IsNotFound(err)
+	})
+	if took := time.Since(deleted); took < drain {
+		t.Errorf("upstream Service deleted %v after the DaemonSet, before the %v drain", took.Round(time.Millisecond), drain)
+	}
+}
+
+// TestDaemonSetDeletedWithoutSelf: a controller that does not know its pod
+// (run outside one) leaves kube-dns-upstream to the garbage collector
+// (envtest has none), owned by the DaemonSet and the policy as before.
+func TestDaemonSetDeletedWithoutSelf(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.startController(s.cfg, func(o *Options) { o.UpstreamDrain = time.Second })
+	p := s.waitPolicy(nil)
+	up := s.waitUpstreamOwnedByPolicy(p)
 	ds := s.cacheDaemonSet()
 	if err := s.c.Delete(s.ctx(), ds); err != nil {
 		t.Fatal(err)
 	}
 	s.waitNoPolicy()
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(2 * time.Second)
 	up2, err := s.upstream()
 	if err != nil || up2.UID != up.UID {
 		t.Fatalf("upstream Service after the DaemonSet went: %v (uid %v), want it left to the garbage collector", err, up2.UID)
@@ -436,6 +474,42 @@ func TestDaemonSetDeletedRemovesPolicyFirst(t *testing.T) {
 	if diff := cmp.Diff(want, owners); diff != "" {
 		t.Errorf("upstream Service owners (-want +got):\n%s", diff)
 	}
+}
+
+// TestDaemonSetBackDuringDrain: a DaemonSet deleted and applied again (as
+// with --cascade=orphan) within the drain finds kube-dns-upstream as it was,
+// on its address, and owns it again; nothing deletes it later.
+func TestDaemonSetBackDuringDrain(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	const drain = 2 * time.Second
+	self := s.selfPod()
+	s.startController(s.cfg, func(o *Options) { o.UpstreamDrain, o.Self = drain, self })
+	p := s.waitPolicy(nil)
+	up := s.waitUpstreamOwnedByPolicy(p)
+
+	ds := s.cacheDaemonSet()
+	if err := s.c.Delete(s.ctx(), ds); err != nil {
+		t.Fatal(err)
+	}
+	s.waitNoPolicy()
+	s.eventually("kube-dns-upstream owned by the controller's pod", func() bool {
+		up2, err := s.upstream()
+		return err == nil && len(up2.OwnerReferences) == 1 && up2.OwnerReferences[0].UID == self.UID
+	})
+	s.daemonSet(cacheContainerPorts("dns", "dns-tcp", 5353))
+	s.setReady(1)
+	ds = s.cacheDaemonSet()
+	s.eventually("kube-dns-upstream owned by the new DaemonSet", func() bool {
+		up2, err := s.upstream()
+		return err == nil && slices.ContainsFunc(up2.OwnerReferences, func(r metav1.OwnerReference) bool { return r.UID == ds.UID })
+	})
+	time.Sleep(drain + time.Second)
+	up2, err := s.upstream()
+	if err != nil || up2.UID != up.UID || up2.Spec.ClusterIP != up.Spec.ClusterIP {
+		t.Fatalf("upstream Service after the drain: %v, uid %v (was %v), ClusterIP %v (was %v); want the same Service kept", err, up2.UID, up.UID, up2.Spec.ClusterIP, up.Spec.ClusterIP)
+	}
+	s.waitPolicy(nil)
 }
 
 func TestRestartMakesNoWrites(t *testing.T) {

@@ -9,9 +9,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -76,9 +78,23 @@ type Options struct {
 	// UpstreamSettle is how old kube-dns-upstream must be before a policy
 	// is created; default 5s.
 	UpstreamSettle time.Duration
+	// UpstreamDrain is how long kube-dns-upstream outlives the DaemonSet,
+	// for its terminating pods; default one minute.
+	UpstreamDrain time.Duration
+	// Self is the controller's own pod (SelfPod); nil: no drain.
+	Self *metav1.OwnerReference
 
 	// skipNameValidation lets tests run several managers in one process.
 	skipNameValidation bool
+}
+
+// SelfPod is the owner reference to the controller's own pod, from the
+// downward API (POD_NAME, POD_UID), or nil outside a pod.
+func SelfPod(name, uid string) *metav1.OwnerReference {
+	if name == "" || uid == "" {
+		return nil
+	}
+	return &metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: name, UID: types.UID(uid)}
 }
 
 // NewManager returns a manager running the reconciler, with its cache scoped
@@ -125,6 +141,8 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 		Client:         c,
 		Recheck:        o.Recheck,
 		UpstreamSettle: o.UpstreamSettle,
+		UpstreamDrain:  o.UpstreamDrain,
+		Self:           o.Self,
 
 		skipNameValidation: o.skipNameValidation,
 		APIReader:          mgr.GetAPIReader(),

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/tools/events"
@@ -56,6 +57,11 @@ type Reconciler struct {
 	Recheck time.Duration
 	// UpstreamSettle overrides upstreamSettle when positive.
 	UpstreamSettle time.Duration
+	// UpstreamDrain overrides upstreamDrain when positive.
+	UpstreamDrain time.Duration
+	// Self is the controller's own pod, the owner of kube-dns-upstream while
+	// it drains; nil leaves the Service to the garbage collector.
+	Self *metav1.OwnerReference
 
 	// watching is set at setup when policies are watched.
 	watching bool
@@ -69,6 +75,9 @@ type Reconciler struct {
 	// waiting is the last reason the policy was not created, so that it is
 	// said once.
 	waiting wait
+	// drainSince is when the DaemonSet was found gone with kube-dns-upstream
+	// still there (zero: not draining). A new leader drains again in full.
+	drainSince time.Time
 
 	skipNameValidation bool
 }
@@ -80,12 +89,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (res ctrl.Re
 	ds := &appsv1.DaemonSet{}
 	err = r.Client.Get(ctx, r.key(r.Names.DaemonSet), ds)
 	if apierrors.IsNotFound(err) || (err == nil && ds.DeletionTimestamp != nil) {
-		err = r.removeAll(ctx)
+		again, err := r.removeAll(ctx)
 		if err != nil {
 			reconcileErrors.Inc()
 		}
-		return ctrl.Result{}, err
+		return ctrl.Result{RequeueAfter: again}, err
 	}
+	r.drainSince = time.Time{}
 	if err != nil {
 		reconcileErrors.Inc()
 		return ctrl.Result{}, fmt.Errorf("failed to get DaemonSet: %w", err)

@@ -175,6 +175,18 @@ func (s *scenario) create(obj client.Object) {
 	}
 }
 
+// selfPod creates a Pod standing for the controller's own and returns the
+// owner reference the controller gets from the downward API.
+func (s *scenario) selfPod() *metav1.OwnerReference {
+	s.t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "lrpdns-controller-0", Namespace: s.ns},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "controller", Image: "ghcr.io/lrpdns/lrpdns:test"}}},
+	}
+	s.create(pod)
+	return SelfPod(pod.Name, string(pod.UID))
+}
+
 // startController runs a manager for the scenario's namespace until the
 // test ends or stopController is called.
 func (s *scenario) startController(cfg *rest.Config, mutate ...func(*Options)) {

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -32,9 +34,13 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	leader := fs.Bool("leader-elect", true, "elect one active replica (Lease lrpdns-controller)")
 	metrics := fs.String("metrics-addr", ":8080", "Prometheus endpoint `HOST:PORT`; 0 disables")
 	health := fs.String("health-addr", ":8081", "/healthz and /readyz `HOST:PORT`; 0 disables")
+	drain := fs.Duration("upstream-drain", time.Minute, "how long the upstream Service outlives the DaemonSet, for its terminating pods (at least their lameduck and grace period)")
 	dev := fs.Bool("log-dev", false, "human-readable logs")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *drain <= 0 {
+		return fmt.Errorf("--upstream-drain %v: want a positive duration", *drain)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -56,7 +62,8 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("failed to load kubeconfig: %w", err)
 	}
 	cfg.UserAgent = "lrpdns-controller/" + version.Version
-	mgr, err := lrp.NewManager(cfg, lrp.Options{Names: n, Cilium: c, LeaderElection: *leader, MetricsAddr: *metrics, HealthAddr: *health})
+	mgr, err := lrp.NewManager(cfg, lrp.Options{Names: n, Cilium: c, LeaderElection: *leader, MetricsAddr: *metrics, HealthAddr: *health, UpstreamDrain: *drain,
+		Self: lrp.SelfPod(os.Getenv("POD_NAME"), os.Getenv("POD_UID"))})
 	if err != nil {
 		return err
 	}

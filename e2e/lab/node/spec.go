@@ -133,6 +133,8 @@ func ContainerEnv(pod *corev1.Pod, c *corev1.Container, services []corev1.Servic
 				set(e.Name, pod.Name)
 			case "metadata.namespace":
 				set(e.Name, pod.Namespace)
+			case "metadata.uid":
+				set(e.Name, string(pod.UID))
 			case "status.podIP":
 				set(e.Name, podIP)
 			case "spec.nodeName":

@@ -38,11 +38,12 @@ func TestArgv(t *testing.T) {
 
 func TestContainerEnv(t *testing.T) {
 	t.Parallel()
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "nld-x", Namespace: "kube-system"}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "nld-x", Namespace: "kube-system", UID: "0b5c7f1e-uid"}}
 	c := &corev1.Container{
 		Env: []corev1.EnvVar{
 			{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"}}},
 			{Name: "POD", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			{Name: "POD_UID", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.uid"}}},
 			{Name: "KUBE_DNS_UPSTREAM_SERVICE_HOST", Value: "overridden"},
 		},
 		Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}},
@@ -58,7 +59,7 @@ func TestContainerEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"GOMEMLIMIT=134217728", "POD=nld-x", "KUBE_DNS_UPSTREAM_SERVICE_HOST=overridden",
+		"GOMEMLIMIT=134217728", "POD=nld-x", "POD_UID=0b5c7f1e-uid", "KUBE_DNS_UPSTREAM_SERVICE_HOST=overridden",
 		"KUBE_DNS_UPSTREAM_SERVICE_PORT=53", "KUBE_DNS_UPSTREAM_SERVICE_PORT_DNS_TCP=53",
 		"KUBE_DNS_UPSTREAM_PORT=udp://10.96.21.149:53", "KUBE_DNS_UPSTREAM_PORT_53_TCP_ADDR=10.96.21.149",
 	} {

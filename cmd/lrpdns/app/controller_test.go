@@ -1,0 +1,27 @@
+package app
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+)
+
+// TestControllerRefusesBadFlags: a flag value the controller cannot use is
+// refused before anything connects, naming the flag and the value.
+func TestControllerRefusesBadFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"controller", "--upstream-drain", "0s"}, "--upstream-drain 0s: want a positive duration"},
+		{[]string{"controller", "--upstream-drain", "-5s"}, "--upstream-drain -5s"},
+		{[]string{"controller", "extra"}, `unexpected argument "extra"`},
+	} {
+		err := Run(context.Background(), tc.args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
