@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -142,7 +143,7 @@ func (r *Reconciler) removeAll(ctx context.Context) (time.Duration, error) {
 		return 0, fmt.Errorf("failed to get Service %s: %w", klog.KRef(r.Names.Namespace, r.Names.UpstreamService), err)
 	}
 	draining := err == nil && r.Self != nil && up.Labels[ManagedByLabel] == ManagedByValue
-	if draining && !(len(up.OwnerReferences) == 1 && up.OwnerReferences[0].UID == r.Self.UID) {
+	if draining && !ownedOnlyBy(up.OwnerReferences, r.Self.UID) {
 		up.OwnerReferences = []metav1.OwnerReference{*r.Self}
 		if err := r.Client.Update(ctx, up); err != nil {
 			return 0, fmt.Errorf("failed to keep Service %s for the terminating caches: %w", klog.KObj(up), err)
@@ -172,6 +173,10 @@ func (r *Reconciler) removeAll(ctx context.Context) (time.Duration, error) {
 	r.drainSince = time.Time{}
 	log.Info("DaemonSet gone: removed the upstream Service after the drain", "service", klog.KRef(r.Names.Namespace, r.Names.UpstreamService))
 	return 0, nil
+}
+
+func ownedOnlyBy(refs []metav1.OwnerReference, uid types.UID) bool {
+	return len(refs) == 1 && refs[0].UID == uid
 }
 
 func (r *Reconciler) drain() time.Duration {
