@@ -409,19 +409,24 @@ func TestHandEditsAreRepaired(t *testing.T) {
 	s.waitEvent(ReasonRepaired)
 }
 
+// startDraining runs a controller that knows its pod, with drain, on a
+// healthy install, and returns its pod and kube-dns-upstream.
+func startDraining(t *testing.T, drain time.Duration) (*scenario, *metav1.OwnerReference, *corev1.Service) {
+	s := newScenario(t)
+	s.healthy()
+	self := s.selfPod()
+	s.startController(s.cfg, func(o *Options) { o.UpstreamDrain, o.Self = drain, self })
+	return s, self, s.waitUpstreamOwnedByPolicy(s.waitPolicy(nil))
+}
+
 // TestDaemonSetDeletedRemovesPolicyFirst: the controller deletes the policy
 // at once, and keeps kube-dns-upstream, owned by the controller's own pod
 // only, while the DaemonSet's pods terminate: they still forward cluster
 // names to it. It deletes it after the drain. (Had the controller gone
 // first, the garbage collector would take the Service with its pod.)
 func TestDaemonSetDeletedRemovesPolicyFirst(t *testing.T) {
-	s := newScenario(t)
-	s.healthy()
 	const drain = 3 * time.Second
-	self := s.selfPod()
-	s.startController(s.cfg, func(o *Options) { o.UpstreamDrain, o.Self = drain, self })
-	p := s.waitPolicy(nil)
-	up := s.waitUpstreamOwnedByPolicy(p)
+	s, self, up := startDraining(t, drain)
 
 	if err := s.c.Delete(s.ctx(), s.cacheDaemonSet()); err != nil {
 		t.Fatal(err)
@@ -480,13 +485,8 @@ func TestDaemonSetDeletedWithoutSelf(t *testing.T) {
 // with --cascade=orphan) within the drain finds kube-dns-upstream as it was,
 // on its address, and owns it again; nothing deletes it later.
 func TestDaemonSetBackDuringDrain(t *testing.T) {
-	s := newScenario(t)
-	s.healthy()
 	const drain = 2 * time.Second
-	self := s.selfPod()
-	s.startController(s.cfg, func(o *Options) { o.UpstreamDrain, o.Self = drain, self })
-	p := s.waitPolicy(nil)
-	up := s.waitUpstreamOwnedByPolicy(p)
+	s, self, up := startDraining(t, drain)
 
 	ds := s.cacheDaemonSet()
 	if err := s.c.Delete(s.ctx(), ds); err != nil {
