@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	observerpb "github.com/cilium/cilium/api/v1/observer"
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"google.golang.org/protobuf/encoding/protojson"
 	appsv1 "k8s.io/api/apps/v1"
@@ -207,6 +208,9 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 	start := time.Now()
 	action()
 	took := time.Since(start)
+	// The flows of the change itself, read at once: with six clients,
+	// Hubble's ring buffer holds about 30 s, less than the scenario.
+	during, duringErr := s.fetchFlows(time.Since(began) + time.Second)
 	wg.Wait()
 	saved := false
 	for i, r := range results {
@@ -223,6 +227,10 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 		}
 		t.Logf("%s (%s): %d sent, %d answered, %d failed%s", scenario, r.Client, r.Sent, r.Answered, r.Failed, note)
 		if r.Failed > 0 && !saved {
+			if duringErr != nil {
+				t.Logf("flows during the change: %v", duringErr)
+			}
+			s.writeFlows(t, scenario+" during the change", during)
 			s.saveFlows(t, scenario, time.Since(began)+time.Second)
 			saved = true
 		}
@@ -862,15 +870,29 @@ func (s *suite) uninstall(t *testing.T) {
 // saveFlows keeps the last since of DNS flows in LRPDNS_E2E_ARTIFACTS, named
 // after the scenario: Hubble's ring buffer holds only minutes of them.
 func (s *suite) saveFlows(t *testing.T, scenario string, since time.Duration) {
-	dir := os.Getenv("LRPDNS_E2E_ARTIFACTS")
-	if dir == "" {
+	flows, err := s.fetchFlows(since)
+	if err != nil {
+		t.Logf("saving flows: %v", err)
 		return
+	}
+	s.writeFlows(t, scenario, flows)
+}
+
+// fetchFlows reads the last since of DNS flows, when there is somewhere to
+// save them (LRPDNS_E2E_ARTIFACTS).
+func (s *suite) fetchFlows(since time.Duration) ([]*observerpb.GetFlowsResponse, error) {
+	if os.Getenv("LRPDNS_E2E_ARTIFACTS") == "" {
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	flows, err := verify.FromServer(ctx, s.cluster.HubbleServer(), since, verify.DefaultConfig())
-	if err != nil {
-		t.Logf("saving flows: %v", err)
+	return verify.FromServer(ctx, s.cluster.HubbleServer(), since, verify.DefaultConfig())
+}
+
+// writeFlows saves flows in LRPDNS_E2E_ARTIFACTS, named after what.
+func (s *suite) writeFlows(t *testing.T, what string, flows []*observerpb.GetFlowsResponse) {
+	dir := os.Getenv("LRPDNS_E2E_ARTIFACTS")
+	if dir == "" || len(flows) == 0 {
 		return
 	}
 	var b strings.Builder
@@ -884,11 +906,11 @@ func (s *suite) saveFlows(t *testing.T, scenario string, since time.Duration) {
 			return r
 		}
 		return '-'
-	}, strings.ToLower(scenario))
+	}, strings.ToLower(what))
 	path := filepath.Join(dir, name+".jsonpb")
 	if err := os.MkdirAll(dir, 0o755); err == nil {
 		if err := os.WriteFile(path, []byte(b.String()), 0o644); err == nil {
-			t.Logf("saved the scenario's %d DNS flows to %s", len(flows), path)
+			t.Logf("saved %d DNS flows to %s", len(flows), path)
 		}
 	}
 }
