@@ -365,6 +365,15 @@ func heldConnections(ctx context.Context, e *env) string {
 }
 
 func cachePressure(ctx context.Context, e *env) string {
+	n := askNewNames(ctx, e.addr, func(w, i int) string {
+		return fmt.Sprintf("p%d-%d-%d.example.com.", w, i, time.Now().UnixNano())
+	})
+	return fmt.Sprintf("%d new names", n)
+}
+
+// askNewNames has four workers ask name(worker, i) over UDP, one query
+// after another, until ctx ends, and returns how many they sent.
+func askNewNames(ctx context.Context, addr string, name func(w, i int) string) int64 {
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	for w := range 4 {
@@ -372,13 +381,13 @@ func cachePressure(ctx context.Context, e *env) string {
 		go func() {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
-				_, _ = query("udp", e.addr, fmt.Sprintf("p%d-%d-%d.example.com.", w, i, time.Now().UnixNano()), time.Second)
+				_, _ = query("udp", addr, name(w, i), time.Second)
 				n.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	return fmt.Sprintf("%d new names", n.Load())
+	return n.Load()
 }
 
 // stubPressure fills the caches of as many stub domains as the cache
@@ -394,21 +403,9 @@ func stubPressure(ctx context.Context, e *env) string {
 	for e.metric("lrpdns_node_cache_config_generation") == gen0 && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)
 	}
-	var n atomic.Int64
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ctx.Err() == nil; i++ {
-				_, _ = query("udp", e.addr, fmt.Sprintf("p%d-%d.s%d.example.", w, i, i%32), time.Second)
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+	n := askNewNames(ctx, e.addr, func(w, i int) string { return fmt.Sprintf("p%d-%d.s%d.example.", w, i, i%32) })
 	writeConfigMap(e.t, e.dir, nil, e.upstream)
-	return fmt.Sprintf("%d new names across 32 stub domains", n.Load())
+	return fmt.Sprintf("%d new names across 32 stub domains", n)
 }
 
 func upstreamDown(ctx context.Context, e *env) string {
