@@ -50,11 +50,7 @@ func resolve(t *testing.T, args ...string) (report, int) {
 // does (Go durations, NAME=WANT, fresh names), checks each answer, and
 // exits non-zero when a query failed.
 func TestResolveJS(t *testing.T) {
-	s, err := dnstest.Start(dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := dnstest.StartTB(t, dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
 	r, code := resolve(t, "--server", s.Addr.String(), "--duration", "0m1s", "--interval", "10ms", "--inflight", "2",
 		"--fresh-external", "example.org=192.0.2.7", "a.example.com=192.0.2.7")
 	if code != 0 || r.Sent < 20 || r.Answered != r.Sent || r.Failed != 0 || r.Answers["fresh"] == 0 || r.Answers["192.0.2.7"] == 0 || !strings.Contains(r.Client, "c-ares") {

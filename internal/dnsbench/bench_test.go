@@ -31,11 +31,7 @@ func BenchmarkCache(b *testing.B) {
 	if nodeCache == "" || coreDNS == "" {
 		b.Skip("set LRPDNS_NODE_CACHE_BIN and LRPDNS_COREDNS_BIN (make bench does)")
 	}
-	upstream, err := dnstest.Start(dnstest.Options{Answer: netip.MustParseAddr("192.0.2.1"), TTL: 300, NoRecord: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer upstream.Close()
+	upstream := dnstest.StartTB(b, dnstest.Options{Answer: netip.MustParseAddr("192.0.2.1"), TTL: 300, NoRecord: true})
 	dir := b.TempDir()
 	write(b, filepath.Join(dir, "resolv.conf"), "nameserver 127.0.0.1\n")
 	write(b, filepath.Join(dir, "kube-dns", "upstreamNameservers"), fmt.Sprintf("[%q]", upstream.Addr))
@@ -44,13 +40,13 @@ func BenchmarkCache(b *testing.B) {
 		return []string{
 			"--cluster-dns", upstream.Addr.String(), "--resolv-conf", filepath.Join(dir, "resolv.conf"),
 			"--kube-dns-config-dir", filepath.Join(dir, "kube-dns"), "--bind", "127.0.0.1",
-			"--port", strconv.Itoa(port), "--health-addr", freeAddr(b), "--ready-addr", freeAddr(b),
-			"--metrics-addr", freeAddr(b), "--lameduck", "0s", "--allow-loopback-resolvers",
+			"--port", strconv.Itoa(port), "--health-addr", dnstest.FreeAddr(b), "--ready-addr", dnstest.FreeAddr(b),
+			"--metrics-addr", dnstest.FreeAddr(b), "--lameduck", "0s", "--allow-loopback-resolvers",
 		}
 	}
 	servers := []*server{
-		{name: "node-cache", port: freePort(b)},
-		{name: "coredns", port: freePort(b)},
+		{name: "node-cache", port: dnstest.FreePort(b)},
+		{name: "coredns", port: dnstest.FreePort(b)},
 	}
 	servers[0].cmd = exec.Command(nodeCache, flags(servers[0].port)...)
 	corefile, err := exec.Command(nodeCache, append([]string{"render"}, flags(servers[1].port)...)...).Output()
@@ -150,27 +146,4 @@ func write(b *testing.B, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		b.Fatal(err)
 	}
-}
-
-func freeAddr(b *testing.B) string {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func freePort(b *testing.B) int {
-	b.Helper()
-	for range 20 {
-		a := freeAddr(b)
-		if pc, err := net.ListenPacket("udp", a); err == nil {
-			pc.Close()
-			return int(netip.MustParseAddrPort(a).Port())
-		}
-	}
-	b.Fatal("no port free for both UDP and TCP")
-	return 0
 }

@@ -28,11 +28,7 @@ func TestPercentile(t *testing.T) {
 
 func TestLoadCountsEveryQuery(t *testing.T) {
 	t.Parallel()
-	s, err := dnstest.Start(dnstest.Options{Answer: netip.MustParseAddr("192.0.2.1"), TTL: 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := dnstest.StartTB(t, dnstest.Options{Answer: netip.MustParseAddr("192.0.2.1"), TTL: 30})
 	res, err := Load(s.Addr.String(), 500, 4, func(i int) string { return fmt.Sprintf("q%d.example.com.", i) })
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/miekg/dns"
@@ -52,6 +53,18 @@ type Options struct {
 	// NXDomainFirst answers the first N queries with NXDOMAIN, as a DNS
 	// server does for a name that does not exist yet.
 	NXDomainFirst int
+}
+
+// StartTB starts a Server for a test or benchmark and closes it when that
+// ends; a failure to start fails it.
+func StartTB(tb testing.TB, o Options) *Server {
+	tb.Helper()
+	s, err := Start(o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s
 }
 
 // Start starts a Server. Close it when done.
@@ -156,4 +169,30 @@ func (s *Server) Close() {
 			_ = srv.ShutdownContext(ctx)
 		}
 	}
+}
+
+// FreeAddr is a loopback address whose TCP port was free a moment ago.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// FreePort is a loopback port that was free a moment ago for both UDP and
+// TCP, as a DNS server needs.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	for range 20 {
+		a := FreeAddr(tb)
+		if pc, err := net.ListenPacket("udp", a); err == nil {
+			_ = pc.Close()
+			return int(netip.MustParseAddrPort(a).Port())
+		}
+	}
+	tb.Fatal("no loopback port free for both UDP and TCP")
+	return 0
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/lrpdns/lrpdns/internal/dnsbench"
+	"github.com/lrpdns/lrpdns/internal/dnstest"
 )
 
 // limit is the DaemonSet's memory limit, and its GOMEMLIMIT.
@@ -64,12 +65,12 @@ func TestSoak(t *testing.T) {
 	must(t, os.MkdirAll(kubeDNS, 0o755))
 	must(t, os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver 127.0.0.1\n"), 0o644))
 	writeConfigMap(t, kubeDNS, nil, up.addr)
-	port := freePort(t)
-	e := &env{t: t, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), metrics: freeAddr(t), dir: kubeDNS, up: up, upstream: up.addr}
-	ready := freeAddr(t)
+	port := dnstest.FreePort(t)
+	e := &env{t: t, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), metrics: dnstest.FreeAddr(t), dir: kubeDNS, up: up, upstream: up.addr}
+	ready := dnstest.FreeAddr(t)
 	args := []string{"--cluster-dns", up.addr, "--resolv-conf", filepath.Join(dir, "resolv.conf"),
 		"--kube-dns-config-dir", kubeDNS, "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--health-addr", freeAddr(t), "--ready-addr", ready, "--metrics-addr", e.metrics,
+		"--health-addr", dnstest.FreeAddr(t), "--ready-addr", ready, "--metrics-addr", e.metrics,
 		"--lameduck", "0s", "--allow-loopback-resolvers", "--kube-dns-ips", "127.0.0.9"}
 	cg, cgErr := newCgroup(fmt.Sprintf("lrpdns-soak-%d", os.Getpid()), limit)
 	var cmd *exec.Cmd

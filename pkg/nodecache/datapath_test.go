@@ -191,7 +191,7 @@ func TestDualStackListener(t *testing.T) {
 // loop plugin stop the process (on every node: the ConfigMap is the
 // cluster's). Each is refused, named in the log, and the cache keeps serving.
 func TestLoopingConfigMapIsRefusedWhileServing(t *testing.T) {
-	port := freePort(t)
+	port := dnstest.FreePort(t)
 	h := newHarness(t, func(h *harness) {
 		h.opts.Port = port
 		h.opts.CheckInterval = 100 * time.Millisecond
@@ -218,16 +218,6 @@ func TestLoopingConfigMapIsRefusedWhileServing(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	_, port, _ := net.SplitHostPort(freeAddr(t))
-	p, err := strconv.Atoi(port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // TestUpstreamFoundThroughClusterDNS: a cache pod that started before
 // kube-dns-upstream existed has no service-link variables for it. It asks
 // the cluster DNS Service for the name until the Service exists, then
@@ -236,11 +226,7 @@ func TestUpstreamFoundThroughClusterDNS(t *testing.T) {
 	upstream := startDNS(t, "10.96.0.99", 30)
 	// kube-dns: the name does not exist for the first three queries (A and
 	// AAAA of one attempt, then A of the next), then is 127.0.0.1.
-	kubeDNS, err := dnstest.Start(dnstest.Options{Host: "127.0.0.2", Answer: netip.MustParseAddr("127.0.0.1"), TTL: 30, NXDomainFirst: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kubeDNS.Close)
+	kubeDNS := dnstest.StartTB(t, dnstest.Options{Host: "127.0.0.2", Answer: netip.MustParseAddr("127.0.0.1"), TTL: 30, NXDomainFirst: 3})
 	env := map[string]string{
 		"KUBE_DNS_SERVICE_HOST":     "127.0.0.2",
 		"KUBE_DNS_SERVICE_PORT_DNS": strconv.Itoa(int(kubeDNS.Addr.Port())),

@@ -168,22 +168,7 @@ func eventually(d time.Duration, cond func() bool) bool {
 
 func startDNS(t *testing.T, answer string, ttl uint32) *dnstest.Server {
 	t.Helper()
-	s, err := dnstest.Start(dnstest.Options{Answer: netip.MustParseAddr(answer), TTL: ttl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	return s
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return dnstest.StartTB(t, dnstest.Options{Answer: netip.MustParseAddr(answer), TTL: ttl})
 }
 
 var usedMetricsAddrs sync.Map
@@ -194,7 +179,7 @@ var usedMetricsAddrs sync.Map
 func metricsAddr(t *testing.T) string {
 	t.Helper()
 	for {
-		a := freeAddr(t)
+		a := dnstest.FreeAddr(t)
 		if _, used := usedMetricsAddrs.LoadOrStore(a, true); !used {
 			return a
 		}

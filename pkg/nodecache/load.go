@@ -41,7 +41,7 @@ func (o *Options) Config() (*corefile.Config, error) {
 		return nil, err
 	}
 	c.StubDomains = km.StubDomains
-	resolversFrom := "kube-dns ConfigMap key " + kubednsconfig.KeyUpstreamNameservers
+	resolversFrom := kubednsconfig.FieldPrefix + kubednsconfig.KeyUpstreamNameservers
 	if c.NodeResolvers = km.UpstreamNameservers; len(c.NodeResolvers) == 0 {
 		if c.NodeResolvers, err = o.nodeResolvers(); err != nil {
 			return nil, err
@@ -62,7 +62,7 @@ func (o *Options) Config() (*corefile.Config, error) {
 		return nil, err
 	}
 	for _, sd := range c.StubDomains {
-		if err := g.check(fmt.Sprintf("kube-dns ConfigMap key %s[%q]", kubednsconfig.KeyStubDomains, sd.Domain), sd.Servers); err != nil {
+		if err := g.check(fmt.Sprintf("%s%s[%q]", kubednsconfig.FieldPrefix, kubednsconfig.KeyStubDomains, sd.Domain), sd.Servers); err != nil {
 			return nil, err
 		}
 	}

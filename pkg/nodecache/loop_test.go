@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/lrpdns/lrpdns/internal/dnstest"
 )
 
 // relay is a DNS server that forwards every query to the cache: a stub
@@ -48,7 +50,7 @@ func startRelay(t *testing.T, to string) *relay {
 // test binary). The looping ConfigMap stays refused on later checks, and
 // every name is still answered.
 func TestIndirectLoopOnReloadGoesBackToLastGood(t *testing.T) {
-	port := freePort(t)
+	port := dnstest.FreePort(t)
 	h := newHarness(t, func(h *harness) {
 		h.opts.Port = port
 		h.opts.CheckInterval = 100 * time.Millisecond
@@ -95,7 +97,7 @@ func TestIndirectLoopOnReloadGoesBackToLastGood(t *testing.T) {
 // there is nothing to go back to; the looping zone answers SERVFAIL at once
 // (no query goes round) and every other name is served.
 func TestIndirectLoopAtStartKeepsServing(t *testing.T) {
-	port := freePort(t)
+	port := dnstest.FreePort(t)
 	var r *relay
 	h := newHarness(t, func(h *harness) {
 		h.opts.Port = port

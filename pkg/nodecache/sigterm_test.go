@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lrpdns/lrpdns/internal/dnstest"
 )
 
 // buildNodeCache builds the node-cache binary for tests that need a real
@@ -48,12 +50,12 @@ func startProcess(t *testing.T, extra ...string) *process {
 	cm := filepath.Join(dir, "kube-dns")
 	writeConfigMap(t, cm, map[string]string{"upstreamNameservers": fmt.Sprintf("[%q]", node.Addr)})
 	writeFile(t, filepath.Join(dir, "resolv.conf"), "nameserver 127.0.0.1\n")
-	p := &process{dnsAddr: freeAddr(t), ready: freeAddr(t), logs: &syncBuffer{}, exited: make(chan error, 1)}
+	p := &process{dnsAddr: dnstest.FreeAddr(t), ready: dnstest.FreeAddr(t), logs: &syncBuffer{}, exited: make(chan error, 1)}
 	_, port, _ := net.SplitHostPort(p.dnsAddr)
 	p.cmd = exec.Command(bin, append([]string{
 		"--cluster-dns", cluster.Addr.String(), "--resolv-conf", filepath.Join(dir, "resolv.conf"),
 		"--kube-dns-config-dir", cm, "--bind", "127.0.0.1", "--port", port,
-		"--ready-addr", p.ready, "--health-addr", freeAddr(t), "--metrics-addr", freeAddr(t),
+		"--ready-addr", p.ready, "--health-addr", dnstest.FreeAddr(t), "--metrics-addr", dnstest.FreeAddr(t),
 		"--allow-loopback-resolvers"}, extra...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {

@@ -23,10 +23,7 @@ import (
 
 func TestProbeCountsAnswersAndFailures(t *testing.T) {
 	t.Parallel()
-	s, err := dnstest.Start(dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := dnstest.StartTB(t, dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
 	var out bytes.Buffer
 	args := []string{"probe", "--server", s.Addr.String(), "--count", "6", "--interval", "0s", "a.example.com", "b.example.com"}
 	if err := Run(context.Background(), args, &out, io.Discard); err != nil {
@@ -44,7 +41,7 @@ func TestProbeCountsAnswersAndFailures(t *testing.T) {
 	out.Reset()
 	args[2] = s.Addr.String()
 	args = append(args[:len(args)-2], "--timeout", "200ms", "a.example.com")
-	err = Run(context.Background(), args, &out, io.Discard)
+	err := Run(context.Background(), args, &out, io.Discard)
 	if !errors.Is(err, ErrProbeFailed) {
 		t.Fatalf("probe against a closed server: %v, want ErrProbeFailed", err)
 	}
@@ -58,15 +55,11 @@ func TestProbeCountsAnswersAndFailures(t *testing.T) {
 // the same twice.
 func TestProbeChecksAnswers(t *testing.T) {
 	t.Parallel()
-	s, err := dnstest.Start(dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := dnstest.StartTB(t, dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
 	var out bytes.Buffer
 	args := []string{"probe", "--server", s.Addr.String(), "--count", "9", "--interval", "0s", "--fresh", "default.pod.cluster.local",
 		"right.example.com=192.0.2.7", "wrong.example.com=198.51.100.53"}
-	err = Run(context.Background(), args, &out, io.Discard)
+	err := Run(context.Background(), args, &out, io.Discard)
 	if !errors.Is(err, ErrProbeFailed) {
 		t.Fatalf("probe: %v, want ErrProbeFailed", err)
 	}
@@ -110,11 +103,7 @@ func TestFreshNameSpellsItsAddress(t *testing.T) {
 // the suffix to each round, checked against the wanted answer.
 func TestProbeFreshExternalNames(t *testing.T) {
 	t.Parallel()
-	s, err := dnstest.Start(dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := dnstest.StartTB(t, dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
 	var out bytes.Buffer
 	args := []string{"probe", "--server", s.Addr.String(), "--count", "6", "--interval", "0s", "--fresh-external", "example.com=192.0.2.7", "a.example.org=192.0.2.7"}
 	if err := Run(context.Background(), args, &out, io.Discard); err != nil {

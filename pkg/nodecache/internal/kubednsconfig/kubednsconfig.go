@@ -41,16 +41,14 @@ type Config struct {
 	UpstreamNameservers []netip.AddrPort
 }
 
-// Error is a refused key or value.
-type Error struct {
-	Key   string
-	Value string
-	Want  string
+// keyError is a refused key or value, as every refused input is reported:
+// the field (here the ConfigMap key), the value and what is accepted.
+func keyError(key, value, want string) *corefile.FieldError {
+	return &corefile.FieldError{Field: FieldPrefix + key, Value: value, Want: want}
 }
 
-func (e *Error) Error() string {
-	return fmt.Sprintf("kube-dns ConfigMap key %s: invalid value %q: want %s", e.Key, e.Value, e.Want)
-}
+// FieldPrefix starts the Field of every error about a key.
+const FieldPrefix = "kube-dns ConfigMap key "
 
 // ReadDir reads the keys from a mounted ConfigMap directory. A missing
 // directory or key is an empty configuration, not an error.
@@ -73,7 +71,7 @@ func ReadDir(dir string) (Config, error) {
 			if st, err := f.Stat(); err == nil {
 				size = fmt.Sprint(st.Size())
 			}
-			return nil, &Error{key, clip(string(b)), fmt.Sprintf("at most %d bytes (it has %s)", MaxValueBytes, size)}
+			return nil, keyError(key, clip(string(b)), fmt.Sprintf("at most %d bytes (it has %s)", MaxValueBytes, size))
 		}
 		return b, nil
 	}
@@ -94,14 +92,14 @@ func Parse(stubDomains, upstreamNameservers []byte) (Config, error) {
 	if s := strings.TrimSpace(string(stubDomains)); s != "" {
 		var raw map[string][]string
 		if err := json.Unmarshal([]byte(s), &raw); err != nil {
-			return Config{}, &Error{KeyStubDomains, clip(s), `a JSON object of domain to server list, e.g. {"acme.local": ["10.0.0.10"]}`}
+			return Config{}, keyError(KeyStubDomains, clip(s), `a JSON object of domain to server list, e.g. {"acme.local": ["10.0.0.10"]}`)
 		}
 		if len(raw) > MaxStubDomains {
-			return Config{}, &Error{KeyStubDomains, clip(s), fmt.Sprintf("at most %d stub domains (it has %d)", MaxStubDomains, len(raw))}
+			return Config{}, keyError(KeyStubDomains, clip(s), fmt.Sprintf("at most %d stub domains (it has %d)", MaxStubDomains, len(raw)))
 		}
 		for domain, list := range raw {
 			if !corefile.ValidDomain(domain) {
-				return Config{}, &Error{KeyStubDomains, clip(domain), "a DNS domain such as acme.local"}
+				return Config{}, keyError(KeyStubDomains, clip(domain), "a DNS domain such as acme.local")
 			}
 			servers, err := parseServers(fmt.Sprintf("%s[%q]", KeyStubDomains, domain), list)
 			if err != nil {
@@ -114,7 +112,7 @@ func Parse(stubDomains, upstreamNameservers []byte) (Config, error) {
 	if s := strings.TrimSpace(string(upstreamNameservers)); s != "" {
 		var raw []string
 		if err := json.Unmarshal([]byte(s), &raw); err != nil {
-			return Config{}, &Error{KeyUpstreamNameservers, clip(s), `a JSON list of servers, e.g. ["1.1.1.1", "[2606:4700::1111]:53"]`}
+			return Config{}, keyError(KeyUpstreamNameservers, clip(s), `a JSON list of servers, e.g. ["1.1.1.1", "[2606:4700::1111]:53"]`)
 		}
 		servers, err := parseServers(KeyUpstreamNameservers, raw)
 		if err != nil {
@@ -127,13 +125,13 @@ func Parse(stubDomains, upstreamNameservers []byte) (Config, error) {
 
 func parseServers(key string, list []string) ([]netip.AddrPort, error) {
 	if len(list) == 0 || len(list) > maxServers {
-		return nil, &Error{clip(key), clip(fmt.Sprint(list)), fmt.Sprintf("1 to %d servers", maxServers)}
+		return nil, keyError(clip(key), clip(fmt.Sprint(list)), fmt.Sprintf("1 to %d servers", maxServers))
 	}
 	out := make([]netip.AddrPort, 0, len(list))
 	for _, s := range list {
 		ap, err := corefile.ParseServer(s)
 		if err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() || ap.Addr().Zone() != "" {
-			return nil, &Error{clip(key), clip(s), "an IP address, IP:PORT or [IPv6]:PORT (hostnames are not resolved)"}
+			return nil, keyError(clip(key), clip(s), "an IP address, IP:PORT or [IPv6]:PORT (hostnames are not resolved)")
 		}
 		out = append(out, ap)
 	}

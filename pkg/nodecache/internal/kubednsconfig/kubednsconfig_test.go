@@ -71,11 +71,11 @@ func TestParseErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := Parse([]byte(tt.stubs), []byte(tt.upstreams))
-			var e *Error
+			var e *corefile.FieldError
 			if !errors.As(err, &e) {
-				t.Fatalf("Parse() error = %v, want *Error", err)
+				t.Fatalf("Parse() error = %v, want *corefile.FieldError", err)
 			}
-			if e.Key != tt.wantKey || e.Value != tt.wantValue || e.Want == "" {
+			if e.Field != FieldPrefix+tt.wantKey || e.Value != tt.wantValue || e.Want == "" {
 				t.Errorf("Parse() error = %+v, want key %q value %q and what is accepted", e, tt.wantKey, tt.wantValue)
 			}
 			if !strings.Contains(err.Error(), tt.wantKey) {
@@ -120,7 +120,7 @@ func TestReadDir(t *testing.T) {
 }
 
 // FuzzParse checks that any input either parses to servers with a port and
-// domains a Corefile can hold, or fails with an *Error naming a key.
+// domains a Corefile can hold, or fails with a *corefile.FieldError naming a key.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"acme.local": ["10.0.0.10", "[fd00::10]:5300"]}`), []byte(`["1.1.1.1"]`))
 	f.Add([]byte(`{}`), []byte(`[]`))
@@ -128,9 +128,9 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, stubs, upstreams []byte) {
 		c, err := Parse(stubs, upstreams)
 		if err != nil {
-			var e *Error
-			if !errors.As(err, &e) || (e.Key != KeyUpstreamNameservers && !strings.HasPrefix(e.Key, KeyStubDomains)) {
-				t.Fatalf("Parse() error = %v, want *Error naming a key", err)
+			var e *corefile.FieldError
+			if !errors.As(err, &e) || (e.Field != FieldPrefix+KeyUpstreamNameservers && !strings.HasPrefix(e.Field, FieldPrefix+KeyStubDomains)) {
+				t.Fatalf("Parse() error = %v, want *corefile.FieldError naming a key", err)
 			}
 			return
 		}
