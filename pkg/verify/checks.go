@@ -36,6 +36,10 @@ type Config struct {
 	// NodeResolvers are the node's resolvers; empty means any destination
 	// that is not a pod.
 	NodeResolvers []netip.Addr
+	// ClientIPVersion limits the checks of clients' queries
+	// (clients-to-cache, no-bypass) to queries of one IP version, so that
+	// IPv4 clients cannot pass for IPv6 ones; IP_NOT_USED judges both.
+	ClientIPVersion flowpb.IPVersion
 }
 
 // DefaultConfig matches the shipped manifests.
@@ -140,7 +144,13 @@ var policyVerdicts = &flowpb.FlowFilter{EventType: []*flowpb.EventTypeFilter{{Ty
 func (c Config) checks() []check {
 	cache, kubeDNS := selector(c.CacheSelector, c.CacheNamespace), selector(c.KubeDNSSelector, c.KubeDNSNamespace)
 	dnsPorts, kubeDNSPorts := c.dnsPorts(), c.kubeDNSPorts()
-	requests := &flowpb.FlowFilter{DestinationPort: dnsPorts, Reply: []bool{false}}
+	var ipVersion []flowpb.IPVersion
+	over := ""
+	if c.ClientIPVersion != flowpb.IPVersion_IP_NOT_USED {
+		ipVersion = []flowpb.IPVersion{c.ClientIPVersion}
+		over = " over " + c.ClientIPVersion.String()
+	}
+	requests := &flowpb.FlowFilter{DestinationPort: dnsPorts, Reply: []bool{false}, IpVersion: ipVersion}
 	fromCache := &flowpb.FlowFilter{SourceLabel: []string{cache}, Reply: []bool{false}}
 	toResolvers := &flowpb.FlowFilter{SourceLabel: []string{cache}, DestinationPort: []string{"53"}, Reply: []bool{false}, Verdict: delivered}
 	var notResolvers []*flowpb.FlowFilter
@@ -160,10 +170,10 @@ func (c Config) checks() []check {
 	return []check{
 		{
 			name: "clients-to-cache", want: true,
-			desc:  fmt.Sprintf("clients reach a node-local cache pod on port %s", strings.Join(dnsPorts, "/")),
+			desc:  fmt.Sprintf("clients reach a node-local cache pod on port %s%s", strings.Join(dnsPorts, "/"), over),
 			scope: filterSet{white: []*flowpb.FlowFilter{requests}, black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}}},
 			match: filterSet{
-				white: []*flowpb.FlowFilter{{DestinationLabel: []string{cache}, DestinationPort: dnsPorts, Reply: []bool{false}, Verdict: delivered}},
+				white: []*flowpb.FlowFilter{{DestinationLabel: []string{cache}, DestinationPort: dnsPorts, Reply: []bool{false}, Verdict: delivered, IpVersion: ipVersion}},
 				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}, policyVerdicts},
 			},
 			whenOK:  "a client's query arrived at a cache pod",
@@ -187,10 +197,10 @@ func (c Config) checks() []check {
 		},
 		{
 			name: "no-bypass", want: false,
-			desc:  fmt.Sprintf("no client reaches CoreDNS pods directly on port %s", strings.Join(kubeDNSPorts, "/")),
+			desc:  fmt.Sprintf("no client reaches CoreDNS pods directly on port %s%s", strings.Join(kubeDNSPorts, "/"), over),
 			scope: filterSet{white: []*flowpb.FlowFilter{requests}},
 			match: filterSet{
-				white: []*flowpb.FlowFilter{{DestinationLabel: []string{kubeDNS}, DestinationPort: kubeDNSPorts, Reply: []bool{false}, Verdict: delivered}},
+				white: []*flowpb.FlowFilter{{DestinationLabel: []string{kubeDNS}, DestinationPort: kubeDNSPorts, Reply: []bool{false}, Verdict: delivered, IpVersion: ipVersion}},
 				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}},
 			},
 			whenOK:  "every query delivered to CoreDNS came from a cache pod",

@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 func load(t *testing.T, name string) []*observerpb.GetFlowsResponse {
@@ -233,5 +235,46 @@ func TestReports(t *testing.T) {
 		if c.Name == "no-bypass" && (c.Status != "FAIL" || c.Evidence["flow"] == nil) {
 			t.Errorf("no-bypass in JSON = %+v, want FAIL with the evidence flow", c)
 		}
+	}
+}
+
+// asIPv6 is flows with every client query (a request not from a cache pod)
+// moved to IPv6, as a dual-stack client's would be.
+func asIPv6(flows []*observerpb.GetFlowsResponse) []*observerpb.GetFlowsResponse {
+	out := make([]*observerpb.GetFlowsResponse, 0, len(flows))
+	for _, f := range flows {
+		f = proto.Clone(f).(*observerpb.GetFlowsResponse)
+		fl := f.GetFlow()
+		if ip := fl.GetIP(); ip != nil && !fl.GetIsReply().GetValue() && !slices.Contains(fl.GetSource().GetLabels(), "k8s:k8s-app=node-local-dns") {
+			ip.IpVersion = flowpb.IPVersion_IPv6
+			ip.Source, ip.Destination = "fd00:10:244::"+strings.ReplaceAll(ip.Source, ".", ""), "fd00:10:96::"+strings.ReplaceAll(ip.Destination, ".", "")
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// TestClientIPVersion: with ClientIPVersion set, IPv4 clients' queries
+// cannot pass the client checks for IPv6 ones, IPv6 clients' queries do,
+// and an IPv6 client bypassing the cache still fails.
+func TestClientIPVersion(t *testing.T) {
+	t.Parallel()
+	v6 := labConfig()
+	v6.ClientIPVersion = flowpb.IPVersion_IPv6
+	healthy := load(t, "healthy.jsonpb")
+	if got := statuses(t, v6, healthy)["clients-to-cache"]; got == Pass {
+		t.Errorf("IPv4 clients only: clients-to-cache over IPv6 = %s, want not PASS", got)
+	}
+	got := statuses(t, v6, asIPv6(healthy))
+	for _, name := range []string{"clients-to-cache", "no-bypass", "cache-to-coredns-tcp", "cache-to-node-resolvers"} {
+		if got[name] != Pass {
+			t.Errorf("IPv6 clients: %s = %s, want PASS", name, got[name])
+		}
+	}
+	if got := statuses(t, v6, asIPv6(load(t, "bypass.jsonpb")))["no-bypass"]; got != Fail {
+		t.Errorf("an IPv6 client bypassing the cache: no-bypass = %s, want FAIL", got)
+	}
+	if got := statuses(t, labConfig(), asIPv6(healthy))["clients-to-cache"]; got != Pass {
+		t.Errorf("no ClientIPVersion: clients-to-cache = %s on IPv6 clients, want PASS (both versions judged)", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -27,6 +28,7 @@ var ErrVerifyFailed = errors.New("verify: the node-local DNS path is not proven"
 
 type verifyFlags struct {
 	server, file, kubeconfig, output, resolvers, namespace, coreDNSPorts string
+	ipVersion                                                            string
 	relayNamespace, relayService                                         string
 	since                                                                time.Duration
 	names                                                                verify.Names
@@ -62,6 +64,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.coreDNSPorts, "kube-dns-ports", "53", "the CoreDNS pods' DNS `PORT[,PORT]` (kube-dns's target ports)")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "the cluster's DNS domain")
 	fs.StringVar(&f.resolvers, "node-resolvers", "", "the node's resolvers `IP[,IP]`; default: any destination that is not a pod")
+	fs.StringVar(&f.ipVersion, "client-ip-version", "", "judge only clients' queries over IP `VERSION` 4 or 6 (a dual-stack cluster's IPv6 clients); default: both")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -177,6 +180,15 @@ func (f *verifyFlags) apply(c *verify.Config, set map[string]bool) error {
 			return fmt.Errorf("verify: invalid --node-resolvers entry %q: want IP addresses separated by commas", s)
 		}
 		c.NodeResolvers = append(c.NodeResolvers, a)
+	}
+	switch f.ipVersion {
+	case "":
+	case "4":
+		c.ClientIPVersion = flowpb.IPVersion_IPv4
+	case "6":
+		c.ClientIPVersion = flowpb.IPVersion_IPv6
+	default:
+		return fmt.Errorf("verify: invalid --client-ip-version %q: want 4 or 6", f.ipVersion)
 	}
 	return nil
 }

@@ -36,6 +36,12 @@ func TestVerifyExitStatus(t *testing.T) {
 	if !errors.Is(err, ErrVerifyFailed) || !strings.Contains(out.String(), `"pass": false`) {
 		t.Errorf("bypass: %v, want ErrVerifyFailed and a JSON report\n%s", err, out.String())
 	}
+	// The recording's clients are IPv4: they prove nothing of IPv6 clients.
+	out.Reset()
+	err = Run(context.Background(), []string{"verify", "--flows", fixtures + "healthy.jsonpb", "--since", "0", "--node-resolvers", "10.99.0.1", "--client-ip-version", "6"}, &out, io.Discard)
+	if !errors.Is(err, ErrVerifyFailed) || !strings.Contains(out.String(), "over IPv6") {
+		t.Errorf("healthy IPv4 clients, --client-ip-version 6: %v, want ErrVerifyFailed naming IPv6\n%s", err, out.String())
+	}
 }
 
 func TestVerifyStdin(t *testing.T) {
@@ -59,6 +65,7 @@ func TestVerifyFlagErrors(t *testing.T) {
 		{"verify", "--flows", fixtures + "healthy.jsonpb", "--kube-dns-ports", "0"},
 		{"verify", "--flows", fixtures + "healthy.jsonpb", "-o", "yaml"},
 		{"verify", "--flows", fixtures + "healthy.jsonpb", "--node-resolvers", "not-an-ip"},
+		{"verify", "--flows", fixtures + "healthy.jsonpb", "--client-ip-version", "ipv6"},
 	} {
 		err := Run(context.Background(), args, io.Discard, io.Discard)
 		if err == nil || errors.Is(err, ErrVerifyFailed) {
