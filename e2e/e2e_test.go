@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -92,6 +93,8 @@ type suite struct {
 	names   lrp.Names
 	// mix is the probe's names with the answers they must get.
 	mix []string
+	// kubeDNSv6 is kube-dns's IPv6 ClusterIP on a dual-stack cluster.
+	kubeDNSv6 string
 }
 
 func TestE2E(t *testing.T) {
@@ -118,10 +121,12 @@ func TestE2E(t *testing.T) {
 	t.Cleanup(func() { s.saveArtifacts(t) })
 	s.startClient(t)
 	s.mix = s.queryMix(t)
+	s.kubeDNSv6 = s.ipv6ClusterIP(t)
 
 	t.Run("policy is in place", s.policyInPlace)
 	t.Run("names resolve through the cache", s.resolve)
 	t.Run("verify passes on Hubble flows", s.verifyFlows)
+	t.Run("IPv6 clients are answered by the cache and verify passes for them", s.ipv6Clients)
 	t.Run("the install's commands as the docs give them; lrpdns verify alone passes", s.verifyCLI)
 	t.Run("docs/verify.md's other commands as written", s.verifyDocs)
 	t.Run("a policy removed by hand shows as bypass and is restored", s.bypassReported)
@@ -177,9 +182,10 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 		minSent int
 		run     func() (probeResult, error)
 	}
-	probeKind := func(name, interval string, every time.Duration) kind {
+	probeKind := func(name, interval string, every time.Duration, flags ...string) kind {
 		return kind{name, int(d / every / 2), func() (probeResult, error) {
-			return s.probe(ctx, append([]string{"--client", name, "--duration", d.String(), "--interval", interval}, s.mix...)...)
+			args := append([]string{"--client", name, "--duration", d.String(), "--interval", interval}, flags...)
+			return s.probe(ctx, append(args, s.mix...)...)
 		}}
 	}
 	kinds := []kind{
@@ -187,6 +193,19 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 		probeKind("udp-connected", "20ms", 20*time.Millisecond),
 		probeKind("udp-connected", "5s", 5*time.Second),
 		probeKind("tcp-keepalive", "20ms", 20*time.Millisecond),
+	}
+	if s.kubeDNSv6 != "" {
+		// Two of them again, to kube-dns's IPv6 ClusterIP.
+		for _, k := range []kind{probeKind("socket", "20ms", 20*time.Millisecond, "--server", s.kubeDNSv6),
+			probeKind("udp-connected", "20ms", 20*time.Millisecond, "--server", s.kubeDNSv6)} {
+			run := k.run
+			k.run = func() (probeResult, error) {
+				r, err := run()
+				r.Client += ", IPv6"
+				return r, err
+			}
+			kinds = append(kinds, k)
+		}
 	}
 	for _, c := range libClients {
 		kinds = append(kinds, kind{c.kind, int(d / (200 * time.Millisecond)), func() (probeResult, error) {
@@ -350,10 +369,17 @@ func (s *suite) verifyConfig(t *testing.T) (verify.Config, error) {
 // verify evaluates the last since of flows; a Hubble read error is an error,
 // never an empty result that a check could pass on.
 func (s *suite) verify(t *testing.T, since time.Duration) (verify.Report, error) {
+	return s.verifyClients(t, since, flowpb.IPVersion_IP_NOT_USED)
+}
+
+// verifyClients is verify judging only clients' queries of one IP version
+// (lrpdns verify --client-ip-version).
+func (s *suite) verifyClients(t *testing.T, since time.Duration, v flowpb.IPVersion) (verify.Report, error) {
 	c, err := s.verifyConfig(t)
 	if err != nil {
 		return verify.Report{}, err
 	}
+	c.ClientIPVersion = v
 	flows, err := verify.FromServer(t.Context(), s.cluster.HubbleServer(), since, c)
 	if err != nil {
 		return verify.Report{}, fmt.Errorf("failed to read flows from Hubble: %w", err)
@@ -373,6 +399,47 @@ func report(results verify.Report) string {
 
 func (s *suite) verifyFlows(t *testing.T) {
 	s.verifyPasses(t)
+}
+
+// ipv6ClusterIP is kube-dns's IPv6 ClusterIP, or "". With
+// LRPDNS_E2E_DUAL_STACK set the cluster is dual-stack and kube-dns must
+// have one.
+func (s *suite) ipv6ClusterIP(t *testing.T) string {
+	svc := &corev1.Service{}
+	if err := s.c.Get(t.Context(), client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.KubeDNSService}, svc); err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range svc.Spec.ClusterIPs {
+		if a, err := netip.ParseAddr(ip); err == nil && a.Is6() {
+			t.Logf("kube-dns ClusterIPs %v: IPv6 clients query %s", svc.Spec.ClusterIPs, ip)
+			return ip
+		}
+	}
+	if os.Getenv("LRPDNS_E2E_DUAL_STACK") != "" {
+		t.Fatalf("LRPDNS_E2E_DUAL_STACK is set, but Service %s has no IPv6 ClusterIP (ClusterIPs %v, ipFamilyPolicy %v)",
+			s.names.KubeDNSService, svc.Spec.ClusterIPs, svc.Spec.IPFamilyPolicy)
+	}
+	return ""
+}
+
+// ipv6Clients queries kube-dns's IPv6 ClusterIP over UDP and TCP, every
+// answer checked, then requires lrpdns verify to pass on IPv6 clients'
+// queries alone: delivered to the cache pod, none to CoreDNS directly.
+func (s *suite) ipv6Clients(t *testing.T) {
+	if s.kubeDNSv6 == "" {
+		t.Skip("kube-dns has no IPv6 ClusterIP: not a dual-stack cluster (LRPDNS_E2E_DUAL_STACK unset)")
+	}
+	for _, tcp := range []bool{false, true} {
+		args := []string{"--server", s.kubeDNSv6, "--count", "40", "--interval", "20ms"}
+		if tcp {
+			args = append(args, "--tcp")
+		}
+		r, err := s.probe(t.Context(), append(args, s.mix...)...)
+		if err != nil || r.Sent != 40 || r.Answered != r.Sent {
+			t.Errorf("probe %v: %+v, %v; want 40 answered", args, r, err)
+		}
+	}
+	s.verifyPassesOver(t, flowpb.IPVersion_IPv6)
 }
 
 // bypassReported stops the controller, deletes the policy by hand, and
@@ -737,6 +804,17 @@ func listening(addr string) bool {
 // its own flows, so the time this takes is measured, not hidden.
 func (s *suite) verifyPasses(t *testing.T) {
 	t.Helper()
+	s.verifyPassesOver(t, flowpb.IPVersion_IP_NOT_USED)
+}
+
+// verifyPassesOver is verifyPasses for clients of one IP version: the
+// rounds' queries go to kube-dns's ClusterIP of that version.
+func (s *suite) verifyPassesOver(t *testing.T, v flowpb.IPVersion) {
+	t.Helper()
+	var server []string
+	if v == flowpb.IPVersion_IPv6 {
+		server = []string{"--server", s.kubeDNSv6}
+	}
 	ctx := t.Context()
 	var results verify.Report
 	start := time.Now()
@@ -745,12 +823,12 @@ func (s *suite) verifyPasses(t *testing.T) {
 	waitFor(t, 3*time.Minute, "verify to pass", func() bool {
 		rounds++
 		round := time.Now()
-		if _, err := s.probe(ctx, append([]string{"--count", "20", "--interval", "20ms"}, s.mix...)...); err != nil {
+		if _, err := s.probe(ctx, append(append([]string{"--count", "20", "--interval", "20ms"}, server...), s.mix...)...); err != nil {
 			t.Logf("probe: %v", err)
 		}
 		time.Sleep(500 * time.Millisecond)
 		var err error
-		if results, err = s.verify(t, time.Since(round)); err != nil {
+		if results, err = s.verifyClients(t, time.Since(round), v); err != nil {
 			t.Logf("verify: %v", err)
 			return false
 		}

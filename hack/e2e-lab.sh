@@ -8,13 +8,16 @@
 # Then the e2e suite runs against it, as it does against kind.
 #
 # Every address lives in namespaces the lab creates (10.99.0.0/24 node link,
-# 10.96.0.0/16 services, 10.244.0.0/16 pods); nothing is attached to the root
-# network namespace; teardown kills by pid and removes only what it created.
+# 10.96.0.0/16 services, 10.244.0.0/16 pods; with a profile that enables
+# IPv6, also fd00:10:99::/64, fd00:10:96::/112 and fd00:10:244::/112);
+# nothing is attached to the root network namespace; teardown kills by pid
+# and removes only what it created.
 #   KEEP=1 make e2e-lab   # leave the lab up (hack/e2e-lab.sh down removes it)
 #   LAB_PROFILE=per-packet make e2e-lab   # Cilium's settings: the chart's
 #     cilium-config rendered with e2e/cilium/values.yaml and
 #     e2e/cilium/profiles/NAME.yaml, as make e2e installs it; default
-#     "default" (the chart's defaults: socket load balancing in pods)
+#     "default" (the chart's defaults: socket load balancing in pods);
+#     "dual-stack" adds IPv6 to the lab: node link, pods, Services, kube-dns
 #   LAB_KUBE_DNS=rke2 make e2e-lab   # kube-dns as RKE2 names it (Service
 #     rke2-coredns-rke2-coredns, ports udp-53/tcp-53), lrpdns installed with
 #     the rke2 component; default kubeadm (kube-dns, dns/dns-tcp)
@@ -100,9 +103,23 @@ wait_for() { # seconds what cmd...
 node_ready() { [[ "$(k get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]; }
 redirect_in_datapath() { "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" service list | grep -q LocalRedirect; }
 
+# render_config writes cilium-config as the chart renders it for this
+# profile: for the cluster (the controller reads it) and as the agent's
+# --config-dir. A profile with enable-ipv6 makes the lab dual-stack.
+render_config() {
+  "$HELM" template cilium "$CILIUM_SRC/install/kubernetes/cilium" --namespace kube-system \
+    --kube-version "${K8S##*/k8s-}" \
+    -f e2e/cilium/values.yaml -f "$PROFILES/$LAB_PROFILE.yaml" \
+    --show-only templates/cilium-configmap.yaml > "$LAB/etc/cilium-config.yaml"
+  "$BIN/lab-node" config-dir --configmap "$LAB/etc/cilium-config.yaml" --dir "$LAB/cilium-config"
+  DUAL_STACK=
+  if [[ "$(cat "$LAB/cilium-config/enable-ipv6")" == true ]]; then DUAL_STACK=1; fi
+}
+
 up() {
   local t0=$SECONDS
   mkdir -p "$LAB"/{run,lib,etc,pki,logs,pids,bpffs,etcd,node}
+  render_config
   ip netns add "$NODE_NS"; ip netns add "$EXT_NS"
   ip -n "$NODE_NS" link add node0 type veth peer name ext0 netns "$EXT_NS"
   ip -n "$NODE_NS" addr add 10.99.0.2/24 dev node0; ip -n "$EXT_NS" addr add 10.99.0.1/24 dev ext0
@@ -110,6 +127,13 @@ up() {
   ip -n "$NODE_NS" link set node0 up; ip -n "$EXT_NS" link set ext0 up
   ip -n "$NODE_NS" route add default via 10.99.0.1
   ip -n "$EXT_NS" route add 10.244.0.0/16 via 10.99.0.2
+  local service_range=10.96.0.0/16 pod_cidrs='"10.244.0.0/24"' node_addrs='{"type":"InternalIP","address":"10.99.0.2"}'
+  if [[ -n "$DUAL_STACK" ]]; then
+    ip -n "$NODE_NS" addr add fd00:10:99::2/64 dev node0 nodad; ip -n "$EXT_NS" addr add fd00:10:99::1/64 dev ext0 nodad
+    ip -n "$NODE_NS" -6 route add default via fd00:10:99::1
+    ip -n "$EXT_NS" -6 route add fd00:10:244::/56 via fd00:10:99::2
+    service_range+=,fd00:10:96::/112 pod_cidrs+=',"fd00:10:244::/112"' node_addrs+=',{"type":"InternalIP","address":"fd00:10:99::2"}'
+  fi
   mkdir -p "$CGROUP"
   mount -t bpf bpf "$LAB/bpffs"
   cp -r "$CILIUM_SRC/bpf" "$LAB/lib/bpf"; chmod -R u+w "$LAB/lib/bpf"
@@ -133,7 +157,7 @@ KC
     --token-auth-file="$LAB/pki/tokens.csv" --authorization-mode=Node,RBAC --allow-privileged=true \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$LAB/pki/sa.pub" --service-account-signing-key-file="$LAB/pki/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/16 --enable-priority-and-fairness=false \
+    --service-cluster-ip-range="$service_range" --enable-priority-and-fairness=false \
     --kubelet-preferred-address-types=InternalIP
   wait_for 120 kube-apiserver k get --raw /readyz
   log "kube-apiserver ready after $((SECONDS - t0))s"
@@ -145,15 +169,15 @@ KC
     --authentication-kubeconfig="$LAB/etc/kubeconfig" --authorization-kubeconfig="$LAB/etc/kubeconfig" \
     --bind-address=127.0.0.1 --leader-elect=false
   k apply --server-side -f "$CILIUM_SRC/pkg/k8s/apis/cilium.io/client/crds/v2/" -f "$CILIUM_SRC/pkg/k8s/apis/cilium.io/client/crds/v2alpha1/" >/dev/null
-  # cilium-config as the chart renders it for this profile: in the cluster
-  # (the controller reads it) and as the agent's --config-dir.
-  "$HELM" template cilium "$CILIUM_SRC/install/kubernetes/cilium" --namespace kube-system \
-    --kube-version "${K8S##*/k8s-}" \
-    -f e2e/cilium/values.yaml -f "$PROFILES/$LAB_PROFILE.yaml" \
-    --show-only templates/cilium-configmap.yaml > "$LAB/etc/cilium-config.yaml"
-  "$BIN/lab-node" config-dir --configmap "$LAB/etc/cilium-config.yaml" --dir "$LAB/cilium-config"
   k apply -f "$LAB/etc/cilium-config.yaml" >/dev/null
-  log "Cilium $CILIUM_VERSION, profile $LAB_PROFILE: $(grep -E '^  (bpf-lb-sock[a-z-]*|routing-mode|kube-proxy-replacement):' "$LAB/etc/cilium-config.yaml" | xargs)"
+  # bpf-lb-sock says "false" with kube-proxy replacement, which turns socket
+  # load balancing on anyway: say what the agent does.
+  local cfg="$LAB/cilium-config" socklb="per packet (no socket LB)"
+  if [[ "$(cat "$cfg/kube-proxy-replacement")" == true || "$(cat "$cfg/bpf-lb-sock" 2>/dev/null)" == true ]]; then
+    socklb="in pods and the host"
+    if [[ "$(cat "$cfg/bpf-lb-sock-hostns-only" 2>/dev/null)" == true ]]; then socklb="in the host only; pods per packet"; fi
+  fi
+  log "Cilium $CILIUM_VERSION, profile $LAB_PROFILE: socket LB $socklb; $(grep -E '^  (bpf-lb-sock-[a-z-]*|routing-mode|kube-proxy-replacement|enable-ipv6):' "$LAB/etc/cilium-config.yaml" | xargs)"
   k apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Node
@@ -162,10 +186,10 @@ metadata:
   labels: {kubernetes.io/hostname: $NODE, kubernetes.io/os: linux, kubernetes.io/arch: amd64}
 spec:
   podCIDR: 10.244.0.0/24
-  podCIDRs: [10.244.0.0/24]
+  podCIDRs: [$pod_cidrs]
 YAML
   k patch node "$NODE" --subresource=status --type=merge \
-    -p '{"status":{"addresses":[{"type":"InternalIP","address":"10.99.0.2"},{"type":"Hostname","address":"'"$NODE"'"}]}}' >/dev/null
+    -p '{"status":{"addresses":['"$node_addrs"',{"type":"Hostname","address":"'"$NODE"'"}]}}' >/dev/null
   start cilium-agent-wrapper "" unshare -m --propagation slave hack/lab/cilium-agent.sh "$LAB" "$CILIUM_BIN" "$CGROUP" "$NODE_NS"
   CILIUM_SOCK="$LAB/run/cilium.sock" wait_for 180 cilium-agent "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" status --brief
   # unshare, the script, nsenter and bash each exec the next: the wrapper's pid is the agent's.
@@ -187,6 +211,12 @@ deploy() {
   local t0=$SECONDS
   log "profile $LAB_PROFILE; kube-dns as $LAB_KUBE_DNS names it: Service $KUBE_DNS_SERVICE; lrpdns from $INSTALL"
   k apply -k "e2e/lab/kube-dns/$LAB_KUBE_DNS" >/dev/null
+  if [[ -n "$DUAL_STACK" ]]; then
+    # kubeadm leaves kube-dns single-stack; a dual-stack cluster that wants
+    # DNS over IPv6 asks for both families.
+    k -n kube-system patch service "$KUBE_DNS_SERVICE" -p '{"spec":{"ipFamilyPolicy":"PreferDualStack"}}' >/dev/null
+    log "kube-dns ClusterIPs: $(k -n kube-system get service "$KUBE_DNS_SERVICE" -o jsonpath='{.spec.clusterIPs}')"
+  fi
   k apply -f e2e/lab/hubble-relay.yaml >/dev/null
   k -n kube-system rollout status deploy/coredns --timeout=180s
   k -n kube-system rollout status deploy/hubble-relay --timeout=180s
@@ -198,7 +228,15 @@ deploy() {
   wait_for 60 "the redirect in the datapath" redirect_in_datapath
   log "deployed in $((SECONDS - t0))s; $(wc -l < "$CGROUP/cgroup.procs") processes in the agent's cgroup root"
   echo "+ cilium-dbg lrp list"
-  "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" lrp list
+  "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" lrp list | tee "$LAB/lrp-list.txt"
+  if [[ -n "$DUAL_STACK" ]]; then
+    local v6; v6=$(k -n kube-system get service "$KUBE_DNS_SERVICE" -o jsonpath='{.spec.clusterIPs[1]}')
+    for proto in UDP TCP; do
+      grep -qF "$v6:53/$proto -> " "$LAB/lrp-list.txt" ||
+        { log "cilium-dbg lrp list shows no backend for $v6:53/$proto (kube-dns's IPv6 ClusterIP)"; return 1; }
+    done
+    log "the redirect's IPv6 frontend $v6:53 (UDP and TCP) has a backend in the datapath"
+  fi
   echo "+ cilium-dbg service list"
   "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" service list
 }
@@ -210,7 +248,7 @@ suite() {
   LRPDNS_E2E_IMAGE=ghcr.io/lrpdns/lrpdns:v0.1.0 LRPDNS_E2E_ARTIFACTS="$ARTIFACTS" \
   LRPDNS_E2E_NODE_RESOLVERS=10.99.0.1 LRPDNS_E2E_EXTERNAL_ANSWER=198.51.100.53 \
   LRPDNS_E2E_KUBECTL="$K8S/kubectl" LRPDNS_E2E_KUSTOMIZATION="$REPO_ROOT/$INSTALL" \
-  LRPDNS_E2E_KUBE_DNS_SERVICE="$KUBE_DNS_SERVICE" LRPDNS_E2E_PATH="$BIN:$CILIUM_BIN" \
+  LRPDNS_E2E_KUBE_DNS_SERVICE="$KUBE_DNS_SERVICE" LRPDNS_E2E_PATH="$BIN:$CILIUM_BIN" LRPDNS_E2E_DUAL_STACK="$DUAL_STACK" \
     nsenter --net="/run/netns/$NODE_NS" "$BIN/e2e.test" -test.v -test.count=1 -test.timeout=20m)
 }
 

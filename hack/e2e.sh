@@ -55,8 +55,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A profile that enables IPv6 (dual-stack) needs a dual-stack cluster.
+DUAL_STACK=
+if "$HELM" template cilium "$CHART" --namespace kube-system \
+  -f e2e/cilium/values.yaml -f "e2e/cilium/profiles/$LAB_PROFILE.yaml" \
+  --show-only templates/cilium-configmap.yaml | grep -q '^  enable-ipv6: "true"$'; then DUAL_STACK=1; fi
+kind_config="$ARTIFACTS/kind.yaml"
+if [[ -n "$DUAL_STACK" ]]; then
+  sed 's/^networking:$/networking:\n  ipFamily: dual/' e2e/kind.yaml > "$kind_config"
+else
+  cp e2e/kind.yaml "$kind_config"
+fi
+
 "$KIND" delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
-"$KIND" create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --config e2e/kind.yaml --kubeconfig "$KUBECONFIG"
+"$KIND" create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --config "$kind_config" --kubeconfig "$KUBECONFIG"
 
 # Cilium's settings are the lab's: e2e/cilium/values.yaml and the profile.
 "$HELM" install cilium "$CHART" --namespace kube-system \
@@ -65,6 +77,11 @@ trap cleanup EXIT
 k -n kube-system rollout status ds/cilium --timeout=10m
 k -n kube-system rollout status deploy/hubble-relay --timeout=5m
 k -n kube-system rollout status deploy/coredns --timeout=5m
+if [[ -n "$DUAL_STACK" ]]; then
+  # kubeadm leaves kube-dns single-stack: ask for both families, as a
+  # dual-stack cluster that wants DNS over IPv6 does.
+  k -n kube-system patch service kube-dns -p '{"spec":{"ipFamilyPolicy":"PreferDualStack"}}'
+fi
 
 IMAGE_REPO=$IMAGE_REPO IMAGE_TAG=$IMAGE_TAG hack/image.sh
 for img in node-cache lrpdns; do "$KIND" load docker-image "$IMAGE_REPO/$img:$IMAGE_TAG" --name "$CLUSTER"; done
@@ -93,7 +110,7 @@ for _ in $(seq 30); do (exec 3<>/dev/tcp/127.0.0.1/4245) 2>/dev/null && break; s
 
 LRPDNS_E2E_KUBECONFIG="$KUBECONFIG" LRPDNS_E2E_HUBBLE=localhost:4245 LRPDNS_E2E_KUBECTL="$KUBECTL" \
 LRPDNS_E2E_IMAGE="$IMAGE_REPO/lrpdns:$IMAGE_TAG" LRPDNS_E2E_ARTIFACTS="$ARTIFACTS" LRPDNS_E2E_KUSTOMIZATION="$overlay" \
-LRPDNS_E2E_PATH="$BIN:$(dirname "$HUBBLE")" \
+LRPDNS_E2E_PATH="$BIN:$(dirname "$HUBBLE")" LRPDNS_E2E_DUAL_STACK="$DUAL_STACK" \
   go test -tags e2e -count=1 -v -timeout 30m ./e2e/
 
 # The suite logged `lrpdns verify` while the path was up; these are the last

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -47,25 +49,38 @@ func (c CNI) invoke(command string, pod *corev1.Pod, netns string) ([]byte, erro
 	return stdout.Bytes(), nil
 }
 
-// Add connects the pod's network namespace and returns its IPv4 address.
-func (c CNI) Add(pod *corev1.Pod, netns string) (string, error) {
+// Add connects the pod's network namespace and returns its addresses, IPv4
+// first: the lab's primary family, which a kubelet puts first in podIPs
+// (cilium-cni gives IPv6 first).
+func (c CNI) Add(pod *corev1.Pod, netns string) ([]string, error) {
 	out, err := c.invoke("ADD", pod, netns)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
+	return cniAddresses(out)
+}
+
+// cniAddresses reads the addresses of a CNI ADD result.
+func cniAddresses(out []byte) ([]string, error) {
 	var res struct {
 		IPs []struct {
 			Address string `json:"address"`
 		} `json:"ips"`
 	}
 	if err := json.Unmarshal(out, &res); err != nil || len(res.IPs) == 0 {
-		return "", fmt.Errorf("cilium-cni ADD for %s/%s returned no address: %s", pod.Namespace, pod.Name, out)
+		return nil, fmt.Errorf("cilium-cni ADD returned no address: %s", out)
 	}
-	p, err := netip.ParsePrefix(res.IPs[0].Address)
-	if err != nil {
-		return "", fmt.Errorf("cilium-cni ADD returned address %q: %w", res.IPs[0].Address, err)
+	ips := make([]string, 0, len(res.IPs))
+	for _, a := range res.IPs {
+		p, err := netip.ParsePrefix(a.Address)
+		if err != nil {
+			return nil, fmt.Errorf("cilium-cni ADD returned address %q: %w", a.Address, err)
+		}
+		ips = append(ips, p.Addr().String())
 	}
-	return p.Addr().String(), nil
+	family := func(ip string) int { return strings.Count(ip, ":") } // 0 for IPv4
+	slices.SortStableFunc(ips, func(a, b string) int { return min(family(a), 1) - min(family(b), 1) })
+	return ips, nil
 }
 
 // Del disconnects the pod.

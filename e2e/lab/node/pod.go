@@ -18,7 +18,8 @@ type podRuntime struct {
 	pod       *corev1.Pod
 	dir       string
 	netns     string
-	ip        string
+	ip        string   // the first of ips, which the sandbox sets once, under mu
+	ips       []string // every address, IPv4 first on a dual-stack node
 	startedAt metav1.Time
 
 	mu          sync.Mutex

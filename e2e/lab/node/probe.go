@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -120,7 +119,7 @@ func (p *podRuntime) check(ctx context.Context, c *container, pr *corev1.Probe) 
 	if !ok {
 		return false
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s:%d%s", p.ip, port, pr.HTTPGet.Path), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(p.ip, strconv.Itoa(port))+pr.HTTPGet.Path, nil)
 	if err != nil {
 		return false
 	}

@@ -21,12 +21,12 @@ func (p *podRuntime) setup(ctx context.Context) error {
 	if err := run("ip", "-n", p.netns, "link", "set", "lo", "up"); err != nil {
 		return err
 	}
-	ip, err := p.a.cfg.CNI.Add(p.pod, p.netns)
+	ips, err := p.a.cfg.CNI.Add(p.pod, p.netns)
 	if err != nil {
 		return err
 	}
 	p.mu.Lock()
-	p.ip = ip
+	p.ip, p.ips = ips[0], ips
 	p.mu.Unlock()
 	mounts, err := p.volumes(ctx)
 	if err != nil {

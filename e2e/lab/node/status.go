@@ -38,6 +38,7 @@ func (p *podRuntime) writeStatus(ctx context.Context, failure string) {
 		statuses = append(statuses, cs)
 		allReady = allReady && c.ready
 	}
+	ip, ips := p.ip, p.ips
 	p.mu.Unlock()
 	status := corev1.PodStatus{
 		Phase:     corev1.PodRunning,
@@ -50,8 +51,11 @@ func (p *podRuntime) writeStatus(ctx context.Context, failure string) {
 		},
 		ContainerStatuses: statuses,
 	}
-	if p.ip != "" {
-		status.PodIP, status.PodIPs = p.ip, []corev1.PodIP{{IP: p.ip}}
+	if ip != "" {
+		status.PodIP = ip
+		for _, a := range ips {
+			status.PodIPs = append(status.PodIPs, corev1.PodIP{IP: a})
+		}
 	}
 	if failure != "" {
 		status.Phase, status.Reason, status.Message = corev1.PodPending, "LabSetupFailed", failure
