@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -61,7 +62,16 @@ func (e *exchanger) kind() string { return e.name }
 func (e *exchanger) exchange(ctx context.Context, m *dns.Msg) (r *dns.Msg, resentAfter, err error) {
 	if e.client != nil {
 		r, _, err = e.client.ExchangeContext(ctx, m, e.addr)
-		return r, nil, err
+		if network := e.client.Net; err != nil && resend(cmp.Or(network, "udp"), err) {
+			// A socket error, not a timeout: glibc (send_dg and send_vc
+			// return to the next try) and c-ares send the query again on a
+			// new socket. Socket LB's termination of sockets connected to a
+			// deleted backend ends a query in flight here: its read fails
+			// with ECONNABORTED.
+			resentAfter = err
+			r, _, err = e.client.ExchangeContext(ctx, m, e.addr)
+		}
+		return r, resentAfter, err
 	}
 	reused := e.conn != nil
 	if err = e.dial(ctx); err != nil {

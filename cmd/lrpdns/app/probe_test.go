@@ -291,3 +291,41 @@ func TestUDPConnectedResendsAfterSocketError(t *testing.T) {
 		}
 	}
 }
+
+// TestSocketPerQueryResendsAfterSocketError: a query whose fresh socket
+// fails (here: refused, as a port without a server answers) is sent once
+// more on a new socket, as glibc and c-ares do; one that times out is not.
+func TestSocketPerQueryResendsAfterSocketError(t *testing.T) {
+	t.Parallel()
+	m := new(dns.Msg)
+	m.SetQuestion("a.example.com.", dns.TypeA)
+	refused := dnstest.FreeAddr(t) // nothing listens there for UDP either: refused
+	ex, err := newExchanger(clientSocket, false, refused, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, resent, err := ex.exchange(context.Background(), m)
+	if err == nil || resent == nil || errClass(resent) != syscall.ECONNREFUSED.Error() {
+		t.Errorf("refused: resent after %v, %v; want sent again after ECONNREFUSED, then failed", resent, err)
+	}
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	ex, err = newExchanger(clientSocket, false, silent.LocalAddr().String(), 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, resent, err := ex.exchange(context.Background(), m); err == nil || resent != nil {
+		t.Errorf("silent server: resent after %v, %v; want a timeout and nothing sent again", resent, err)
+	}
+	s := dnstest.StartTB(t, dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
+	ex, err = newExchanger(clientSocket, false, s.Addr.String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, resent, err := ex.exchange(context.Background(), m); err != nil || resent != nil || len(r.Answer) != 1 {
+		t.Errorf("answering server: %v, resent after %v, %v; want one answer, nothing sent again", r, resent, err)
+	}
+}
