@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -366,5 +367,28 @@ func TestKubeDNSFlavours(t *testing.T) {
 				t.Errorf("node-cache %v: %v", args, err)
 			}
 		})
+	}
+}
+
+// TestLinkLocalComponent: the component makes the controller redirect
+// 169.254.20.10 too, with a value the controller accepts.
+func TestLinkLocalComponent(t *testing.T) {
+	d := typed[appsv1.Deployment](t, render(t, "components/link-local"), "Deployment", "lrpdns-controller")
+	var value string
+	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
+		if v, ok := strings.CutPrefix(a, "--redirect-addresses="); ok {
+			value = v
+		}
+	}
+	a, err := netip.ParseAddr(value)
+	if err == nil {
+		err = lrp.CheckAddress(a)
+	}
+	if err != nil || value != "169.254.20.10" {
+		t.Errorf("controller --redirect-addresses=%q (%v), want 169.254.20.10", value, err)
+	}
+	cargs := append(slices.Clone(d.Spec.Template.Spec.Containers[0].Args), "-h")
+	if err := app.Run(context.Background(), cargs, io.Discard, io.Discard); err != nil {
+		t.Errorf("lrpdns %v: %v", cargs, err)
 	}
 }

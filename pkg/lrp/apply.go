@@ -101,16 +101,54 @@ func (r *Reconciler) apply(ctx context.Context, obj runtime.Object) error {
 	return nil
 }
 
-// removePolicy deletes our redirect so DNS falls back to kube-dns.
+// removePolicy deletes our redirects so DNS falls back to kube-dns.
 func (r *Reconciler) removePolicy(ctx context.Context, ds *appsv1.DaemonSet, why string) error {
-	deleted, err := r.deleteOwned(ctx, &ciliumv2.CiliumLocalRedirectPolicy{}, r.Names.Policy)
-	if err != nil || !deleted {
+	deleted, err := r.deletePolicies(ctx, nil)
+	if err != nil || len(deleted) == 0 {
 		return err
 	}
 	r.Events.Eventf(ds, nil, corev1.EventTypeWarning, ReasonRemoved, "Delete",
-		"removed CiliumLocalRedirectPolicy %s so DNS falls back to kube-dns: %s", r.Names.Policy, why)
-	logf.FromContext(ctx).Info("removed CiliumLocalRedirectPolicy", "policy", klog.KRef(r.Names.Namespace, r.Names.Policy), "reason", why)
+		"removed CiliumLocalRedirectPolicy %s so DNS falls back to kube-dns: %s", strings.Join(deleted, ", "), why)
+	logf.FromContext(ctx).Info("removed CiliumLocalRedirectPolicy", "policies", deleted, "reason", why)
 	return nil
+}
+
+// removeStalePolicies deletes our policies that are not wanted: the
+// policy of an address no longer configured.
+func (r *Reconciler) removeStalePolicies(ctx context.Context, ds *appsv1.DaemonSet, wanted []*ciliumv2.CiliumLocalRedirectPolicy) error {
+	keep := map[string]bool{}
+	for _, p := range wanted {
+		keep[p.Name] = true
+	}
+	deleted, err := r.deletePolicies(ctx, keep)
+	if err != nil || len(deleted) == 0 {
+		return err
+	}
+	r.Events.Eventf(ds, nil, corev1.EventTypeNormal, ReasonRemoved, "Delete",
+		"removed CiliumLocalRedirectPolicy %s: its address is no longer redirected", strings.Join(deleted, ", "))
+	logf.FromContext(ctx).Info("removed CiliumLocalRedirectPolicy no longer wanted", "policies", deleted)
+	return nil
+}
+
+// deletePolicies deletes every policy in the namespace that carries our
+// managed-by label, but those in keep, and returns their names.
+func (r *Reconciler) deletePolicies(ctx context.Context, keep map[string]bool) ([]string, error) {
+	list := &ciliumv2.CiliumLocalRedirectPolicyList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(r.Names.Namespace), client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
+		return nil, fmt.Errorf("failed to list CiliumLocalRedirectPolicies: %w", err)
+	}
+	var deleted []string
+	for i := range list.Items {
+		p := &list.Items[i]
+		if keep[p.Name] {
+			continue
+		}
+		if err := r.Client.Delete(ctx, p, client.Preconditions{UID: &p.UID}); err != nil && !apierrors.IsNotFound(err) {
+			return deleted, fmt.Errorf("failed to delete CiliumLocalRedirectPolicy %s: %w", klog.KObj(p), err)
+		}
+		deleted = append(deleted, p.Name)
+	}
+	return deleted, nil
 }
 
 // upstreamDrain is how long kube-dns-upstream outlives its DaemonSet by
@@ -153,12 +191,12 @@ func (r *Reconciler) removeAll(ctx context.Context) (time.Duration, error) {
 	if draining && r.drainSince.IsZero() {
 		r.drainSince = time.Now()
 	}
-	deleted, err := r.deleteOwned(ctx, &ciliumv2.CiliumLocalRedirectPolicy{}, r.Names.Policy)
+	deleted, err := r.deletePolicies(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
-	if deleted {
-		log.Info("DaemonSet gone: removed CiliumLocalRedirectPolicy; DNS falls back to kube-dns", "policy", klog.KRef(r.Names.Namespace, r.Names.Policy))
+	if len(deleted) > 0 {
+		log.Info("DaemonSet gone: removed CiliumLocalRedirectPolicy; DNS falls back to kube-dns", "policies", deleted)
 	}
 	if !draining {
 		r.drainSince = time.Time{}

@@ -3,6 +3,7 @@ package lrp
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -681,4 +682,82 @@ func TestAdoptsShippedUpstreamService(t *testing.T) {
 		t.Errorf("upstream Service uid %s ip %s, want the shipped one adopted in place (uid %s ip %s)", up.UID, up.Spec.ClusterIP, shipped.UID, shipped.Spec.ClusterIP)
 	}
 	assertOwnedBy(t, "the adopted upstream Service", up, ds)
+}
+
+// TestAddressPolicies: with --redirect-addresses, each address gets a
+// policy of its own next to kube-dns's, accepted by the real CRD, created,
+// withdrawn and removed with it; an address no longer configured loses
+// its policy, and kube-dns's stays as it is.
+func TestAddressPolicies(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.setReady(2)
+	linkLocal := netip.MustParseAddr("169.254.20.10")
+	withAddress := func(o *Options) { o.Addresses = []netip.Addr{linkLocal} }
+	s.startController(s.cfg, withAddress)
+	s.waitPolicy(nil)
+	addressPolicy := func() (*ciliumv2.CiliumLocalRedirectPolicy, error) {
+		p := &ciliumv2.CiliumLocalRedirectPolicy{}
+		return p, s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: s.names.AddressPolicy(linkLocal)}, p)
+	}
+	addr, err := waitFor(s, addressPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ciliumv2.RedirectFrontend{AddressMatcher: &ciliumv2.Frontend{IP: "169.254.20.10", ToPorts: []ciliumv2.PortInfo{
+		{Port: "53", Protocol: "UDP", Name: "dns"}, {Port: "53", Protocol: "TCP", Name: "dns-tcp"}}}}
+	if diff := cmp.Diff(want, addr.Spec.RedirectFrontend); diff != "" {
+		t.Errorf("address policy frontend (-want +got):\n%s", diff)
+	}
+	assertOwnedBy(t, "the address policy", addr, s.cacheDaemonSet())
+	s.eventually("the address policy's Created event", func() bool {
+		return strings.Contains(strings.Join(s.events(ReasonCreated), "\n"), "redirecting address 169.254.20.10 (dns 53/UDP, dns-tcp 53/TCP)")
+	})
+
+	// A port change withdraws both until the rollout is done.
+	ds := s.cacheDaemonSet()
+	ds.Spec.Template.Spec.Containers[0].Ports = cacheContainerPorts("dns", "dns-tcp", 5354)
+	if err := s.c.Update(s.ctx(), ds); err != nil {
+		t.Fatal(err)
+	}
+	s.eventually("both policies withdrawn", func() bool {
+		_, e1 := s.policy()
+		_, e2 := addressPolicy()
+		return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2)
+	})
+	s.setRollout(2, 2, 2)
+	addr2, err := waitFor(s, addressPolicy)
+	if err != nil || addr2.UID == addr.UID || addr2.Spec.RedirectBackend.ToPorts[0].Port != "5354" {
+		t.Fatalf("address policy after the rollout: %+v, %v; want re-created with backend 5354", addr2.Spec.RedirectBackend, err)
+	}
+	service := s.waitPolicy(nil)
+
+	// Without the address, its policy goes; kube-dns's stays.
+	s.stopController()
+	s.startController(s.cfg)
+	s.eventually("the address policy removed", func() bool {
+		_, err := addressPolicy()
+		return apierrors.IsNotFound(err)
+	})
+	if p, err := s.policy(); err != nil || p.UID != service.UID {
+		t.Errorf("kube-dns's policy %v (%v), want still %s", p.UID, err, service.UID)
+	}
+	if notes := strings.Join(s.events(ReasonRemoved), "\n"); !strings.Contains(notes, s.names.AddressPolicy(linkLocal)+": its address is no longer redirected") {
+		t.Errorf("removed events %q do not name the address policy", notes)
+	}
+
+	// With it again, then the DaemonSet deleted: both go.
+	s.stopController()
+	s.startController(s.cfg, withAddress)
+	if _, err := waitFor(s, addressPolicy); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.c.Delete(s.ctx(), s.cacheDaemonSet()); err != nil {
+		t.Fatal(err)
+	}
+	s.eventually("both policies removed with the DaemonSet", func() bool {
+		_, e1 := s.policy()
+		_, e2 := addressPolicy()
+		return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2)
+	})
 }

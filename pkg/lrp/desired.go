@@ -2,6 +2,7 @@ package lrp
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +34,23 @@ type Names struct {
 	UpstreamService string
 	// Policy is the CiliumLocalRedirectPolicy's name.
 	Policy string
+}
+
+// AddressPolicy names the policy that redirects DNS sent to addr: Policy and
+// the address, dashed (node-local-dns-169-254-20-10).
+func (n Names) AddressPolicy(addr netip.Addr) string {
+	return n.Policy + "-" + strings.NewReplacer(".", "-", ":", "-").Replace(addr.String())
+}
+
+// CheckAddress says whether addr can be a redirected cluster DNS address:
+// an address kubelets hand pods as their resolver (--cluster-dns), such as
+// classic NodeLocal DNSCache's 169.254.20.10. The unspecified, loopback and
+// multicast addresses are refused: no pod sends DNS there through Cilium.
+func CheckAddress(addr netip.Addr) error {
+	if !addr.IsValid() || addr.IsUnspecified() || addr.IsLoopback() || addr.IsMulticast() || addr.Zone() != "" {
+		return fmt.Errorf("invalid redirect address %q: want a unicast IP address without a zone, such as 169.254.20.10", addr)
+	}
+	return nil
 }
 
 // DefaultNames are the names the manifests use.
@@ -179,6 +197,28 @@ func DesiredPolicy(n Names, kubeDNS *corev1.Service, ds *appsv1.DaemonSet) (*cil
 				kubeDNS.Namespace, kubeDNS.Name, ds.Namespace, ds.Name),
 		},
 	}, nil
+}
+
+// DesiredAddressPolicy redirects DNS sent to addr (not a Service: the
+// address kubelets give pods, such as classic NodeLocal DNSCache's
+// 169.254.20.10) to the DaemonSet's pods, with kube-dns's DNS port names
+// and the same backend as DesiredPolicy. Cilium creates the frontend
+// itself, only on nodes with a ready cache pod; elsewhere the address
+// reaches whatever the node has there, or nothing.
+func DesiredAddressPolicy(n Names, kubeDNS *corev1.Service, ds *appsv1.DaemonSet, addr netip.Addr) (*ciliumv2.CiliumLocalRedirectPolicy, error) {
+	if err := CheckAddress(addr); err != nil {
+		return nil, err
+	}
+	p, err := DesiredPolicy(n, kubeDNS, ds)
+	if err != nil {
+		return nil, err
+	}
+	p.Name = n.AddressPolicy(addr)
+	ports := p.Spec.RedirectFrontend.ServiceMatcher.ToPorts
+	p.Spec.RedirectFrontend = ciliumv2.RedirectFrontend{AddressMatcher: &ciliumv2.Frontend{IP: addr.String(), ToPorts: ports}}
+	p.Spec.Description = fmt.Sprintf("Managed by lrpdns: DNS sent to %s answered by the DaemonSet %s/%s pod on the same node.",
+		addr, ds.Namespace, ds.Name)
+	return p, nil
 }
 
 func protocolOrTCP(p corev1.Protocol) corev1.Protocol {

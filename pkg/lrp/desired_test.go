@@ -2,6 +2,7 @@ package lrp
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -139,5 +140,49 @@ func TestDesiredUpstreamService(t *testing.T) {
 				t.Errorf("error = %v, want one saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestDesiredAddressPolicy(t *testing.T) {
+	t.Parallel()
+	n := DefaultNames()
+	kd, ds := kubeDNSFixture(udp53, tcp53, metrics9153), dsFixture(cacheUDP, cacheTCP)
+	service, err := DesiredPolicy(n, kd, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, name := range map[string]string{
+		"169.254.20.10": "node-local-dns-169-254-20-10",
+		"169.254.25.10": "node-local-dns-169-254-25-10",
+		"fd00:20::10":   "node-local-dns-fd00-20--10",
+	} {
+		p, err := DesiredAddressPolicy(n, kd, ds, netip.MustParseAddr(addr))
+		if err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+		want := ciliumv2.RedirectFrontend{AddressMatcher: &ciliumv2.Frontend{IP: addr, ToPorts: []ciliumv2.PortInfo{
+			{Port: "53", Protocol: "UDP", Name: "dns"}, {Port: "53", Protocol: "TCP", Name: "dns-tcp"}}}}
+		if p.Name != name || p.Namespace != "kube-system" {
+			t.Errorf("%s: policy %s/%s, want kube-system/%s", addr, p.Namespace, p.Name, name)
+		}
+		if diff := cmp.Diff(want, p.Spec.RedirectFrontend); diff != "" {
+			t.Errorf("%s: frontend (-want +got):\n%s", addr, diff)
+		}
+		if diff := cmp.Diff(service.Spec.RedirectBackend, p.Spec.RedirectBackend); diff != "" {
+			t.Errorf("%s: backend differs from the Service policy's (-service +address):\n%s", addr, diff)
+		}
+		if !strings.Contains(p.Spec.Description, addr) || p.Labels[ManagedByLabel] != ManagedByValue || len(p.OwnerReferences) != 1 {
+			t.Errorf("%s: description %q, labels %v, owners %v", addr, p.Spec.Description, p.Labels, p.OwnerReferences)
+		}
+	}
+	for _, bad := range []string{"0.0.0.0", "127.0.0.1", "::1", "224.0.0.1", "fe80::1%eth0"} {
+		if _, err := DesiredAddressPolicy(n, kd, ds, netip.MustParseAddr(bad)); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("%s: %v, want a refusal naming it", bad, err)
+		}
+	}
+	// Ports that cannot match are refused as for the Service's policy.
+	var pe *PortError
+	if _, err := DesiredAddressPolicy(n, kd, dsFixture(cacheUDP), netip.MustParseAddr("169.254.20.10")); !errors.As(err, &pe) {
+		t.Errorf("cache without dns-tcp: %v, want a *PortError", err)
 	}
 }

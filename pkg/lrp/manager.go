@@ -3,6 +3,7 @@ package lrp
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
@@ -83,6 +84,9 @@ type Options struct {
 	UpstreamDrain time.Duration
 	// Self is the controller's own pod (SelfPod); nil: no drain.
 	Self *metav1.OwnerReference
+	// Addresses are cluster DNS addresses redirected next to kube-dns
+	// (Reconciler.Addresses).
+	Addresses []netip.Addr
 
 	// skipNameValidation lets tests run several managers in one process.
 	skipNameValidation bool
@@ -143,6 +147,7 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 		UpstreamSettle: o.UpstreamSettle,
 		UpstreamDrain:  o.UpstreamDrain,
 		Self:           o.Self,
+		Addresses:      o.Addresses,
 
 		skipNameValidation: o.skipNameValidation,
 		APIReader:          mgr.GetAPIReader(),
@@ -184,7 +189,11 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 		Watches(&corev1.Service{}, toDaemonSet, builder.WithPredicates(named(r.Names.KubeDNSService, r.Names.UpstreamService))).
 		Watches(&discoveryv1.EndpointSlice{}, toDaemonSet)
 	if served {
-		b = b.Watches(&ciliumv2.CiliumLocalRedirectPolicy{}, toDaemonSet, builder.WithPredicates(named(r.Names.Policy)))
+		policies := []string{r.Names.Policy}
+		for _, a := range r.Addresses {
+			policies = append(policies, r.Names.AddressPolicy(a))
+		}
+		b = b.Watches(&ciliumv2.CiliumLocalRedirectPolicy{}, toDaemonSet, builder.WithPredicates(named(policies...)))
 	} else {
 		// Informers cannot be added to a running controller reliably; once
 		// the CRD is installed, stop so the process restarts watching it.

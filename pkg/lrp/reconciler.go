@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -62,6 +63,10 @@ type Reconciler struct {
 	// Self is the controller's own pod, the owner of kube-dns-upstream while
 	// it drains; nil leaves the Service to the garbage collector.
 	Self *metav1.OwnerReference
+	// Addresses are cluster DNS addresses that are not a Service (kubelets'
+	// --cluster-dns from classic NodeLocal DNSCache, such as 169.254.20.10):
+	// each gets a policy of its own (DesiredAddressPolicy).
+	Addresses []netip.Addr
 
 	// watching is set at setup when policies are watched.
 	watching bool
@@ -131,16 +136,16 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 			"Service %s/%s not found: there is no cluster DNS to redirect", r.Names.Namespace, r.Names.KubeDNSService)
 		return ctrl.Result{}, r.removePolicy(ctx, ds, "Service "+r.Names.KubeDNSService+" not found")
 	}
-	cur, err := r.currentPolicy(ctx)
+	cur, err := r.currentPolicy(ctx, r.Names.Policy)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 
-	// Compute both desired objects before writing anything.
+	// Compute every desired object before writing anything.
 	upstream, err := DesiredUpstreamService(r.Names, kubeDNS, ds, cur)
-	var policy *ciliumv2.CiliumLocalRedirectPolicy
+	var policies []*ciliumv2.CiliumLocalRedirectPolicy
 	if err == nil {
-		policy, err = DesiredPolicy(r.Names, kubeDNS, ds)
+		policies, err = r.desiredPolicies(kubeDNS, ds)
 	}
 	if pe := (*PortError)(nil); errors.As(err, &pe) {
 		r.Events.Eventf(ds, kubeDNS, corev1.EventTypeWarning, ReasonPortMismatch, "Check", "%s", pe.Error())
@@ -163,22 +168,51 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 	if check.warned {
 		res.RequeueAfter = r.recheck()
 	}
-	retry, err := r.ensurePolicy(ctx, ds, cur, policy, current)
-	if retry > 0 && (res.RequeueAfter == 0 || retry < res.RequeueAfter) {
-		res.RequeueAfter = retry
+	for _, want := range policies {
+		c := cur
+		if want.Name != r.Names.Policy {
+			if c, err = r.currentPolicy(ctx, want.Name); err != nil {
+				return res, err
+			}
+		}
+		retry, err := r.ensurePolicy(ctx, ds, c, want, current)
+		if err != nil {
+			return res, err
+		}
+		if retry > 0 && (res.RequeueAfter == 0 || retry < res.RequeueAfter) {
+			res.RequeueAfter = retry
+		}
 	}
-	return res, err
+	return res, r.removeStalePolicies(ctx, ds, policies)
 }
 
-// currentPolicy is our policy, or nil when there is none.
-func (r *Reconciler) currentPolicy(ctx context.Context) (*ciliumv2.CiliumLocalRedirectPolicy, error) {
+// desiredPolicies are the redirect of kube-dns and one per redirected
+// address, in that order.
+func (r *Reconciler) desiredPolicies(kubeDNS *corev1.Service, ds *appsv1.DaemonSet) ([]*ciliumv2.CiliumLocalRedirectPolicy, error) {
+	p, err := DesiredPolicy(r.Names, kubeDNS, ds)
+	if err != nil {
+		return nil, err
+	}
+	policies := []*ciliumv2.CiliumLocalRedirectPolicy{p}
+	for _, a := range r.Addresses {
+		p, err := DesiredAddressPolicy(r.Names, kubeDNS, ds, a)
+		if err != nil {
+			return nil, err
+		}
+		policies = append(policies, p)
+	}
+	return policies, nil
+}
+
+// currentPolicy is the named policy, or nil when there is none.
+func (r *Reconciler) currentPolicy(ctx context.Context, name string) (*ciliumv2.CiliumLocalRedirectPolicy, error) {
 	cur := &ciliumv2.CiliumLocalRedirectPolicy{}
-	err := r.Client.Get(ctx, r.key(r.Names.Policy), cur)
+	err := r.Client.Get(ctx, r.key(name), cur)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to get CiliumLocalRedirectPolicy %s: %w", klog.KRef(r.Names.Namespace, r.Names.Policy), err)
+		return nil, fmt.Errorf("failed to get CiliumLocalRedirectPolicy %s: %w", klog.KRef(r.Names.Namespace, name), err)
 	}
 	return cur, nil
 }
@@ -211,10 +245,10 @@ func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur
 			return 0, fmt.Errorf("failed to delete CiliumLocalRedirectPolicy %s to change its ports: %w", klog.KObj(cur), err)
 		}
 		r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonWithdrawn, "Delete",
-			"the redirect changes (frontend %s -> %s, backend %s -> %s) and its spec is immutable: withdrawn, DNS goes to %s until every %s pod runs the new template, then re-created",
-			describePolicyPorts(cur.Spec.RedirectFrontend.ServiceMatcher), describePolicyPorts(want.Spec.RedirectFrontend.ServiceMatcher),
+			"the redirect %s changes (frontend %s -> %s, backend %s -> %s) and its spec is immutable: withdrawn, DNS goes to %s until every %s pod runs the new template, then re-created",
+			want.Name, describeFrontendPorts(cur), describeFrontendPorts(want),
 			describeBackendPorts(cur.Spec.RedirectBackend.ToPorts), describeBackendPorts(want.Spec.RedirectBackend.ToPorts),
-			r.Names.KubeDNSService, ds.Name)
+			r.fallback(want), ds.Name)
 		log.Info("withdrew CiliumLocalRedirectPolicy until the rollout completes", "policy", klog.KObj(cur))
 		cur = nil
 	}
@@ -236,8 +270,8 @@ func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur
 			return 0, err
 		}
 		r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonCreated, "Create",
-			"redirecting Service %s/%s (%s) to the local %s pod (%s)", r.Names.Namespace, r.Names.KubeDNSService,
-			describePolicyPorts(want.Spec.RedirectFrontend.ServiceMatcher), ds.Name, describeBackendPorts(want.Spec.RedirectBackend.ToPorts))
+			"redirecting %s (%s) to the local %s pod (%s)", describeFrontend(want),
+			describeFrontendPorts(want), ds.Name, describeBackendPorts(want.Spec.RedirectBackend.ToPorts))
 		log.Info("created CiliumLocalRedirectPolicy", "policy", klog.KObj(want))
 		return 0, nil
 	}
@@ -258,11 +292,34 @@ func specChanged(cur, want *ciliumv2.CiliumLocalRedirectPolicy) bool {
 		cur.Spec.SkipRedirectFromBackend != want.Spec.SkipRedirectFromBackend
 }
 
-func describePolicyPorts(m *ciliumv2.ServiceInfo) string {
-	if m == nil {
-		return "none"
+// describeFrontend says what a policy redirects: a Service or an address.
+func describeFrontend(p *ciliumv2.CiliumLocalRedirectPolicy) string {
+	if m := p.Spec.RedirectFrontend.ServiceMatcher; m != nil {
+		return "Service " + m.Namespace + "/" + m.Name
 	}
-	return describeBackendPorts(m.ToPorts)
+	if m := p.Spec.RedirectFrontend.AddressMatcher; m != nil {
+		return "address " + m.IP
+	}
+	return "nothing"
+}
+
+func describeFrontendPorts(p *ciliumv2.CiliumLocalRedirectPolicy) string {
+	if m := p.Spec.RedirectFrontend.ServiceMatcher; m != nil {
+		return describeBackendPorts(m.ToPorts)
+	}
+	if m := p.Spec.RedirectFrontend.AddressMatcher; m != nil {
+		return describeBackendPorts(m.ToPorts)
+	}
+	return "none"
+}
+
+// fallback is where a policy's DNS goes while it is withdrawn: kube-dns for
+// the Service's; for an address, whatever the node has there, or nothing.
+func (r *Reconciler) fallback(p *ciliumv2.CiliumLocalRedirectPolicy) string {
+	if m := p.Spec.RedirectFrontend.AddressMatcher; m != nil {
+		return m.IP + " on each node (nothing, unless something else serves it there)"
+	}
+	return r.Names.KubeDNSService
 }
 
 func describeBackendPorts(ports []ciliumv2.PortInfo) string {

@@ -5,7 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -35,6 +38,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	metrics := fs.String("metrics-addr", ":8080", "Prometheus endpoint `HOST:PORT`; 0 disables")
 	health := fs.String("health-addr", ":8081", "/healthz and /readyz `HOST:PORT`; 0 disables")
 	drain := fs.Duration("upstream-drain", time.Minute, "how long the upstream Service outlives the DaemonSet, for its terminating pods (at least their lameduck and grace period)")
+	addrs := fs.String("redirect-addresses", "", "cluster DNS `IP[,IP]` that are not a Service, redirected to the cache too: the kubelets' --cluster-dns of a cluster coming from classic NodeLocal DNSCache (169.254.20.10); one policy each")
 	dev := fs.Bool("log-dev", false, "human-readable logs")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -45,6 +49,10 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	addresses, err := parseAddresses(*addrs)
+	if err != nil {
+		return err
+	}
 	c.Namespace = n.Namespace
 	if *ciliumNS != "" {
 		c.Namespace = *ciliumNS
@@ -52,7 +60,6 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	ctrl.SetLogger(zap.New(zap.WriteTo(stderr), zap.UseDevMode(*dev)))
 
 	var cfg *rest.Config
-	var err error
 	if *kubeconfig != "" {
 		cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	} else {
@@ -63,7 +70,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.UserAgent = "lrpdns-controller/" + version.Version
 	mgr, err := lrp.NewManager(cfg, lrp.Options{Names: n, Cilium: c, LeaderElection: *leader, MetricsAddr: *metrics, HealthAddr: *health, UpstreamDrain: *drain,
-		Self: lrp.SelfPod(os.Getenv("POD_NAME"), os.Getenv("POD_UID"))})
+		Addresses: addresses, Self: lrp.SelfPod(os.Getenv("POD_NAME"), os.Getenv("POD_UID"))})
 	if err != nil {
 		return err
 	}
@@ -73,6 +80,28 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("failed to add ready check: %w", err)
 	}
-	ctrl.Log.Info("starting controller", "version", version.Version, "namespace", n.Namespace, "daemonset", n.DaemonSet, "kubeDNS", n.KubeDNSService)
+	ctrl.Log.Info("starting controller", "version", version.Version, "namespace", n.Namespace, "daemonset", n.DaemonSet, "kubeDNS", n.KubeDNSService, "redirectAddresses", addresses)
 	return mgr.Start(ctx)
+}
+
+// parseAddresses reads --redirect-addresses.
+func parseAddresses(list string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err == nil {
+			err = lrp.CheckAddress(a)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("invalid --redirect-addresses entry %q: want unicast IP addresses separated by commas, such as 169.254.20.10", s)
+		}
+		if slices.Contains(out, a) {
+			return nil, fmt.Errorf("invalid --redirect-addresses: %s given twice", a)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
