@@ -73,6 +73,7 @@ var getentSh string
 
 // probeResult mirrors `lrpdns probe` output.
 type probeResult struct {
+	Server                        string
 	Client                        string
 	Sent, Answered, Failed, Wrong int
 	// Resent is how many queries a kept socket's error made the client
@@ -95,6 +96,26 @@ type suite struct {
 	mix []string
 	// kubeDNSv6 is kube-dns's IPv6 ClusterIP on a dual-stack cluster.
 	kubeDNSv6 string
+	// clusterDNS is the address kubelets give pods as their resolver when
+	// it is not kube-dns's ClusterIP (LRPDNS_E2E_CLUSTER_DNS, such as
+	// 169.254.20.10): clients reach the cache through its address policy.
+	clusterDNS string
+}
+
+// withoutFallback says why a scenario loses queries by design when clients
+// use an address with nothing behind it but the redirect: it takes the
+// redirect away for a while. "" when the scenario must lose nothing.
+func (s *suite) withoutFallback(scenario string) string {
+	if s.clusterDNS == "" {
+		return ""
+	}
+	switch scenario {
+	case "cache port 5353 -> 5354":
+		return "the policies are withdrawn until the rollout completes"
+	case "DaemonSet deleted with --cascade=orphan and re-applied", "cache DaemonSet deleted", "uninstall (kubectl delete -k)":
+		return "the policies go with the DaemonSet"
+	}
+	return ""
 }
 
 func TestE2E(t *testing.T) {
@@ -122,6 +143,7 @@ func TestE2E(t *testing.T) {
 	s.startClient(t)
 	s.mix = s.queryMix(t)
 	s.kubeDNSv6 = s.ipv6ClusterIP(t)
+	s.clusterDNS = os.Getenv("LRPDNS_E2E_CLUSTER_DNS")
 
 	t.Run("policy is in place", s.policyInPlace)
 	t.Run("names resolve through the cache", s.resolve)
@@ -253,6 +275,13 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 			s.saveFlows(t, scenario, time.Since(began)+time.Second)
 			saved = true
 		}
+		if why := s.withoutFallback(scenario); why != "" && r.Client != "" {
+			// Measured, not required: docs/install.md says why and what to do.
+			if r.Failed > 0 {
+				t.Logf("%s (%s): %d failed with clients on %s and nothing else there: %s", scenario, r.Client, r.Failed, s.clusterDNS, why)
+			}
+			continue
+		}
 		if errs[i] != nil || r.Failed != 0 || r.Sent < kinds[i].minSent {
 			t.Errorf("%s (%s): %d sent (want at least %d), %d failed (%d wrong answers), first failures %q, answers %v: %v; want 0 failed", scenario, kinds[i].name, r.Sent, kinds[i].minSent, r.Failed, r.Wrong, r.Failures, r.Answers, errs[i])
 		}
@@ -339,6 +368,9 @@ func (s *suite) resolve(t *testing.T) {
 	r, err := s.probe(t.Context(), append([]string{"--count", "40", "--interval", "50ms"}, s.mix...)...)
 	if err != nil || r.Answered != r.Sent || r.Sent != 40 {
 		t.Errorf("%v: %+v, %v", s.mix, r, err)
+	}
+	if s.clusterDNS != "" && r.Server != net.JoinHostPort(s.clusterDNS, "53") {
+		t.Errorf("the client asked %s, want its resolv.conf's %s", r.Server, s.clusterDNS)
 	}
 	// A second, TCP run exercises the redirect's TCP port.
 	r, err = s.probe(t.Context(), append([]string{"--tcp", "--count", "20", "--interval", "50ms"}, s.mix...)...)
@@ -446,6 +478,9 @@ func (s *suite) ipv6Clients(t *testing.T) {
 // expects verify to see clients reach CoreDNS directly; then the controller
 // comes back and restores the policy.
 func (s *suite) bypassReported(t *testing.T) {
+	if s.clusterDNS != "" {
+		t.Skipf("clients ask %s, which only a redirect answers: without kube-dns's policy they do not bypass the cache", s.clusterDNS)
+	}
 	ctx := t.Context()
 	key := client.ObjectKey{Namespace: s.names.Namespace, Name: "lrpdns-controller"}
 	scale := func(n int32) {

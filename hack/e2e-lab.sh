@@ -18,6 +18,9 @@
 #     e2e/cilium/profiles/NAME.yaml, as make e2e installs it; default
 #     "default" (the chart's defaults: socket load balancing in pods);
 #     "dual-stack" adds IPv6 to the lab: node link, pods, Services, kube-dns
+#   LAB_CLUSTER_DNS=169.254.20.10 make e2e-lab   # kubelets give pods that
+#     resolver, as clusters set up for classic NodeLocal DNSCache do; lrpdns
+#     installed with the link-local component redirects it to the cache
 #   LAB_KUBE_DNS=rke2 make e2e-lab   # kube-dns as RKE2 names it (Service
 #     rke2-coredns-rke2-coredns, ports udp-53/tcp-53), lrpdns installed with
 #     the rke2 component; default kubeadm (kube-dns, dns/dns-tcp)
@@ -32,6 +35,12 @@ case "$LAB_KUBE_DNS" in
   kubeadm) KUBE_DNS_SERVICE=kube-dns INSTALL=manifests ;;
   rke2) KUBE_DNS_SERVICE=rke2-coredns-rke2-coredns INSTALL=e2e/lab/install/rke2 ;;
   *) echo "e2e-lab: LAB_KUBE_DNS=$LAB_KUBE_DNS: want kubeadm or rke2" >&2; exit 2 ;;
+esac
+LAB_CLUSTER_DNS=${LAB_CLUSTER_DNS:-}
+case "$LAB_CLUSTER_DNS" in
+  "") CLUSTER_DNS=10.96.0.10 ;;
+  169.254.20.10) CLUSTER_DNS=$LAB_CLUSTER_DNS ;;
+  *) echo "e2e-lab: LAB_CLUSTER_DNS=$LAB_CLUSTER_DNS: want 169.254.20.10 (the link-local component's address) or nothing (kube-dns's ClusterIP)" >&2; exit 2 ;;
 esac
 LAB_PROFILE=${LAB_PROFILE:-default}
 ARTIFACTS=${ARTIFACTS:-$REPO_ROOT/_artifacts/e2e-lab/$LAB_PROFILE}
@@ -198,7 +207,7 @@ YAML
   echo "$agent" > "$LAB/pids/cilium-agent"
   log "cilium-agent ready after $((SECONDS - t0))s"
   echo '{"cniVersion":"0.3.1","name":"cilium","type":"cilium-cni","log-file":"'"$LAB"'/logs/cni.log"}' > "$LAB/etc/cni.conf"
-  start lab-node "$NODE_NS" "$BIN/lab-node" run --kubeconfig "$LAB/etc/kubeconfig" --node-name "$NODE" --node-ip 10.99.0.2 \
+  start lab-node "$NODE_NS" "$BIN/lab-node" run --kubeconfig "$LAB/etc/kubeconfig" --node-name "$NODE" --node-ip 10.99.0.2 --cluster-dns "$CLUSTER_DNS" \
     --dir "$LAB/node" --bin-dir "$BIN" --coredns "$COREDNS" --cilium-cni "$CILIUM_BIN/cilium-cni" \
     --cni-conf "$LAB/etc/cni.conf" --hubble-relay "$CILIUM_BIN/hubble-relay" --nodejs "$(command -v node)" --cgroup "$CGROUP" --agent-pid-file "$LAB/pids/cilium-agent" --resolv-conf "$LAB/etc/node-resolv.conf"
   start resolver "$EXT_NS" "$BIN/lab-node" resolver --listen 10.99.0.1:53 --answer 198.51.100.53 --refuse cluster.local
@@ -209,6 +218,20 @@ YAML
 
 deploy() {
   local t0=$SECONDS
+  if [[ -n "$LAB_CLUSTER_DNS" ]]; then
+    # The install as docs/install.md gives it: an overlay with the
+    # link-local component.
+    local overlay="$LAB/install"
+    mkdir -p "$overlay"
+    cat > "$overlay/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [$(realpath --relative-to="$overlay" "$REPO_ROOT/$INSTALL")]
+components: [$(realpath --relative-to="$overlay" "$REPO_ROOT/manifests/components/link-local")]
+YAML
+    INSTALL=$overlay
+    log "pods' resolver: $CLUSTER_DNS; lrpdns from $INSTALL (link-local component)"
+  fi
   log "profile $LAB_PROFILE; kube-dns as $LAB_KUBE_DNS names it: Service $KUBE_DNS_SERVICE; lrpdns from $INSTALL"
   k apply -k "e2e/lab/kube-dns/$LAB_KUBE_DNS" >/dev/null
   if [[ -n "$DUAL_STACK" ]]; then
@@ -237,17 +260,26 @@ deploy() {
     done
     log "the redirect's IPv6 frontend $v6:53 (UDP and TCP) has a backend in the datapath"
   fi
+  if [[ -n "$LAB_CLUSTER_DNS" ]]; then
+    for proto in UDP TCP; do
+      grep -qF "$LAB_CLUSTER_DNS:53/$proto -> " "$LAB/lrp-list.txt" ||
+        { log "cilium-dbg lrp list shows no backend for $LAB_CLUSTER_DNS:53/$proto"; return 1; }
+    done
+    log "the address policy's frontend $LAB_CLUSTER_DNS:53 (UDP and TCP) has a backend in the datapath"
+  fi
   echo "+ cilium-dbg service list"
   "$CILIUM_BIN/cilium-dbg" -H "unix://$LAB/run/cilium.sock" service list
 }
 
 suite() {
+  local kustomization=$INSTALL
+  [[ "$kustomization" == /* ]] || kustomization=$REPO_ROOT/$INSTALL
   go test -c -tags e2e -o "$BIN/e2e.test" ./e2e/
   (cd e2e && LRPDNS_E2E_PROVIDER=lab LRPDNS_E2E_KUBECONFIG="$LAB/etc/kubeconfig" LRPDNS_E2E_HUBBLE="unix://$LAB/run/hubble.sock" \
   LRPDNS_E2E_EXEC="$BIN/lab-node exec --dir $LAB/node --bin-dir $BIN --coredns $COREDNS --nodejs $(command -v node)" \
   LRPDNS_E2E_IMAGE=ghcr.io/lrpdns/lrpdns:v0.1.0 LRPDNS_E2E_ARTIFACTS="$ARTIFACTS" \
   LRPDNS_E2E_NODE_RESOLVERS=10.99.0.1 LRPDNS_E2E_EXTERNAL_ANSWER=198.51.100.53 \
-  LRPDNS_E2E_KUBECTL="$K8S/kubectl" LRPDNS_E2E_KUSTOMIZATION="$REPO_ROOT/$INSTALL" \
+  LRPDNS_E2E_KUBECTL="$K8S/kubectl" LRPDNS_E2E_KUSTOMIZATION="$kustomization" LRPDNS_E2E_CLUSTER_DNS="$LAB_CLUSTER_DNS" \
   LRPDNS_E2E_KUBE_DNS_SERVICE="$KUBE_DNS_SERVICE" LRPDNS_E2E_PATH="$BIN:$CILIUM_BIN" LRPDNS_E2E_DUAL_STACK="$DUAL_STACK" \
     nsenter --net="/run/netns/$NODE_NS" "$BIN/e2e.test" -test.v -test.count=1 -test.timeout=20m)
 }
