@@ -43,6 +43,9 @@ type Config struct {
 	Cgroup string
 	// KubeletPort serves the port-forward API on NodeIP (0: none).
 	KubeletPort int
+	// NodeNetns is the node's network namespace as `ip netns` names it,
+	// where hostNetwork pods run (empty: they are refused).
+	NodeNetns string
 }
 
 // Agent runs the pods bound to one node.

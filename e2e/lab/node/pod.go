@@ -45,11 +45,15 @@ type container struct {
 
 func newPodRuntime(a *Agent, pod *corev1.Pod) *podRuntime {
 	uid := string(pod.UID)
+	netns := "lab-" + uid[:8]
+	if pod.Spec.HostNetwork {
+		netns = a.cfg.NodeNetns // the node's own: never created or removed here
+	}
 	return &podRuntime{
 		a:       a,
 		pod:     pod.DeepCopy(),
 		dir:     filepath.Join(a.cfg.Dir, "pods", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, uid[:8])),
-		netns:   "lab-" + uid[:8],
+		netns:   netns,
 		stopped: make(chan struct{}),
 	}
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"net/http"
@@ -105,7 +106,7 @@ func (p *podRuntime) check(ctx context.Context, c *container, pr *corev1.Probe) 
 			return false
 		}
 		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(p.ip, strconv.Itoa(port)))
+		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(cmp.Or(pr.TCPSocket.Host, p.ip), strconv.Itoa(port)))
 		if err != nil {
 			return false
 		}
@@ -119,7 +120,7 @@ func (p *podRuntime) check(ctx context.Context, c *container, pr *corev1.Probe) 
 	if !ok {
 		return false
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(p.ip, strconv.Itoa(port))+pr.HTTPGet.Path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(cmp.Or(pr.HTTPGet.Host, p.ip), strconv.Itoa(port))+pr.HTTPGet.Path, nil)
 	if err != nil {
 		return false
 	}

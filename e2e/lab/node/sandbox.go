@@ -15,13 +15,7 @@ func (p *podRuntime) setup(ctx context.Context) error {
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return err
 	}
-	if err := run("ip", "netns", "add", p.netns); err != nil {
-		return err
-	}
-	if err := run("ip", "-n", p.netns, "link", "set", "lo", "up"); err != nil {
-		return err
-	}
-	ips, err := p.a.cfg.CNI.Add(p.pod, p.netns)
+	ips, err := p.network()
 	if err != nil {
 		return err
 	}
@@ -64,6 +58,24 @@ func (p *podRuntime) setup(ctx context.Context) error {
 		go p.probe(ctx, c)
 	}
 	return nil
+}
+
+// network gives the pod its network namespace and addresses: its own,
+// connected by cilium-cni, or the node's for a hostNetwork pod.
+func (p *podRuntime) network() ([]string, error) {
+	if p.pod.Spec.HostNetwork {
+		if p.netns == "" {
+			return nil, fmt.Errorf("hostNetwork pod: lab-node runs without --node-netns")
+		}
+		return []string{p.a.cfg.NodeIP}, nil
+	}
+	if err := run("ip", "netns", "add", p.netns); err != nil {
+		return nil, err
+	}
+	if err := run("ip", "-n", p.netns, "link", "set", "lo", "up"); err != nil {
+		return nil, err
+	}
+	return p.a.cfg.CNI.Add(p.pod, p.netns)
 }
 
 func runAsUser(pod *corev1.Pod, c *corev1.Container) *int64 {

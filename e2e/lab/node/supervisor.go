@@ -157,11 +157,13 @@ func (p *podRuntime) stop(grace time.Duration) {
 	if cancel != nil {
 		cancel()
 	}
-	if p.ip != "" {
-		if err := p.a.cfg.CNI.Del(p.pod, p.netns); err != nil {
-			p.logf("CNI DEL failed", "err", err)
+	if !p.pod.Spec.HostNetwork {
+		if p.ip != "" {
+			if err := p.a.cfg.CNI.Del(p.pod, p.netns); err != nil {
+				p.logf("CNI DEL failed", "err", err)
+			}
 		}
+		_ = run("ip", "netns", "del", p.netns)
 	}
-	_ = run("ip", "netns", "del", p.netns)
 	p.logf("stopped")
 }

@@ -59,6 +59,9 @@ func run(ctx context.Context, args []string) error {
 			"ghcr.io/lrpdns/lrpdns":           {Entrypoint: "/lrpdns", Binary: filepath.Join(*binDir, "lrpdns")},
 			"registry.k8s.io/coredns/coredns": {Entrypoint: "/coredns", Binary: *coredns},
 			"quay.io/cilium/hubble-relay":     {Entrypoint: "/usr/bin/hubble-relay", Binary: *relay},
+			// Classic NodeLocal DNSCache's image: e2e/lab/classic/node-cache.sh,
+			// under an entrypoint name of its own (the image's is /node-cache too).
+			"registry.k8s.io/dns/k8s-dns-node-cache": {Entrypoint: "/k8s-dns-node-cache", Binary: filepath.Join(*binDir, "k8s-dns-node-cache")},
 		}
 		// The glibc client's image: the host's own libc, getent and sh.
 		im["docker.io/library/debian"] = node.Image{Entrypoint: "sleep", Binary: "/usr/bin/sleep"}
@@ -78,6 +81,7 @@ func run(ctx context.Context, args []string) error {
 		resolv := fs.String("resolv-conf", "", "the node's resolv.conf")
 		clusterDNS := fs.String("cluster-dns", "10.96.0.10", "kube-dns ClusterIP")
 		cgroup := fs.String("cgroup", "", "cgroup v2 `DIR` every container process joins: Cilium's cgroup root, where its socket load balancer attaches")
+		nodeNetns := fs.String("node-netns", "", "the node's network namespace `NAME` (ip netns), where hostNetwork pods run")
 		kubeletPort := fs.Int("kubelet-port", 10250, "`PORT` on --node-ip for the API server's port-forwards (0: none)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -97,7 +101,7 @@ func run(ctx context.Context, args []string) error {
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 		return node.New(node.Config{
 			NodeName: *name, NodeIP: *ip, Dir: *dir, Images: images(), ResolvConf: *resolv,
-			ClusterDNS: *clusterDNS, ClusterDomain: "cluster.local", Log: log, KubeletPort: *kubeletPort, Cgroup: *cgroup,
+			ClusterDNS: *clusterDNS, ClusterDomain: "cluster.local", Log: log, KubeletPort: *kubeletPort, Cgroup: *cgroup, NodeNetns: *nodeNetns,
 			CNI: node.CNI{Plugin: *plugin, Conf: conf, AgentPID: func() (int, error) {
 				b, err := os.ReadFile(*agentPID)
 				if err != nil {
