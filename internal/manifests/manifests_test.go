@@ -13,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -386,6 +389,88 @@ func TestLinkLocalComponent(t *testing.T) {
 	}
 	if err != nil || value != "169.254.20.10" {
 		t.Errorf("controller --redirect-addresses=%q (%v), want 169.254.20.10", value, err)
+	}
+	cargs := append(slices.Clone(d.Spec.Template.Spec.Containers[0].Args), "-h")
+	if err := app.Run(context.Background(), cargs, io.Discard, io.Discard); err != nil {
+		t.Errorf("lrpdns %v: %v", cargs, err)
+	}
+}
+
+// TestBesideClassic: with the beside-classic component, nothing lrpdns
+// applies has the name of an object of classic NodeLocal DNSCache (as
+// e2e/lab/classic has them), and no selector of lrpdns's matches classic's
+// pods, so a ready classic pod never counts as a redirect backend; the
+// controller and the cache are told the new names, the controller may
+// update its DaemonSet's finalizers, and the link-local address is
+// redirected.
+func TestBesideClassic(t *testing.T) {
+	b, err := os.ReadFile("../../e2e/lab/classic/nodelocaldns.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	classic := decode(t, b)
+	var classicPod map[string]string
+	names := map[string]bool{}
+	for _, u := range classic {
+		names[u.GetKind()+"/"+u.GetNamespace()+"/"+u.GetName()] = true
+		if u.GetKind() == "DaemonSet" {
+			classicPod, _, _ = unstructured.NestedStringMap(u.Object, "spec", "template", "metadata", "labels")
+		}
+	}
+	if len(classicPod) == 0 || len(names) < 5 {
+		t.Fatalf("classic manifest: %d objects, pod labels %v", len(names), classicPod)
+	}
+	objs := render(t, "components/beside-classic")
+	for _, u := range objs {
+		if names[u.GetKind()+"/"+u.GetNamespace()+"/"+u.GetName()] {
+			t.Errorf("%s %s/%s is also classic NodeLocal DNSCache's", u.GetKind(), u.GetNamespace(), u.GetName())
+		}
+		for _, path := range [][]string{{"spec", "selector", "matchLabels"}, {"spec", "selector"}} {
+			sel, ok, _ := unstructured.NestedStringMap(u.Object, path...)
+			if ok && len(sel) > 0 && labels.SelectorFromSet(sel).Matches(labels.Set(classicPod)) {
+				t.Errorf("%s %s selects classic's pods (%v)", u.GetKind(), u.GetName(), sel)
+			}
+		}
+	}
+	ds := typed[appsv1.DaemonSet](t, objs, "DaemonSet", "lrpdns-node-cache")
+	n := lrp.DefaultNames()
+	n.DaemonSet, n.UpstreamService = "lrpdns-node-cache", "lrpdns-upstream"
+	for _, build := range []func() (*ciliumv2.CiliumLocalRedirectPolicy, error){
+		func() (*ciliumv2.CiliumLocalRedirectPolicy, error) { return lrp.DesiredPolicy(n, stockKubeDNS(), ds) },
+		func() (*ciliumv2.CiliumLocalRedirectPolicy, error) {
+			return lrp.DesiredAddressPolicy(n, stockKubeDNS(), ds, netip.MustParseAddr("169.254.20.10"))
+		},
+	} {
+		p, err := build()
+		if err != nil {
+			t.Fatalf("the controller cannot build the redirect: %v", err)
+		}
+		if labels.SelectorFromSet(p.Spec.RedirectBackend.LocalEndpointSelector.MatchLabels).Matches(labels.Set(classicPod)) {
+			t.Errorf("policy %s selects classic's pods", p.Name)
+		}
+	}
+	d := typed[appsv1.Deployment](t, objs, "Deployment", "lrpdns-controller")
+	for what, want := range map[string][]string{
+		"controller": {"--daemonset=lrpdns-node-cache", "--upstream-service=lrpdns-upstream", "--redirect-addresses=169.254.20.10"},
+		"cache":      {"--upstream-service=lrpdns-upstream"},
+	} {
+		args := d.Spec.Template.Spec.Containers[0].Args
+		if what == "cache" {
+			args = ds.Spec.Template.Spec.Containers[0].Args
+		}
+		for _, w := range want {
+			if !slices.Contains(args, w) {
+				t.Errorf("%s args %v lack %s", what, args, w)
+			}
+		}
+	}
+	role := typed[rbacv1.Role](t, objs, "Role", "lrpdns-controller")
+	granted := false
+	for _, r := range role.Rules {
+		granted = granted || (slices.Contains(r.Resources, "daemonsets/finalizers") && slices.Equal(r.ResourceNames, []string{"lrpdns-node-cache"}))
+	}
+	if !granted {
+		t.Errorf("Role rules %+v: want update on daemonsets/finalizers of lrpdns-node-cache", role.Rules)
 	}
 	cargs := append(slices.Clone(d.Spec.Template.Spec.Containers[0].Args), "-h")
 	if err := app.Run(context.Background(), cargs, io.Discard, io.Discard); err != nil {
