@@ -116,7 +116,11 @@ func (a *Agent) sync(ctx context.Context, pod *corev1.Pod) {
 		rt.terminate(ctx, pod)
 		return
 	}
-	if rt != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+	if rt != nil {
+		rt.observe(ctx, pod)
+		return
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return
 	}
 	rt = newPodRuntime(a, pod)

@@ -22,8 +22,11 @@ type podRuntime struct {
 	ips       []string // every address, IPv4 first on a dual-stack node
 	startedAt metav1.Time
 
-	mu          sync.Mutex
-	containers  []*container
+	mu         sync.Mutex
+	containers []*container
+	// gates are the pod's conditions as last seen on the API server, for
+	// its readiness gates.
+	gates       map[corev1.PodConditionType]bool
 	terminating bool
 	stopped     chan struct{}
 	stopOnce    sync.Once
