@@ -13,11 +13,6 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
-// minCiliumVersion is the first Cilium that falls back to the Service's own
-// backends when a node has no ready redirect backend; older ones drop the
-// traffic, so the controller will not redirect on them.
-const minCiliumVersion = "1.19.0"
-
 // CiliumNames says where Cilium's own objects are.
 type CiliumNames struct {
 	Namespace string
@@ -34,7 +29,12 @@ func DefaultCiliumNames() CiliumNames {
 
 type ciliumCheck struct {
 	warned bool // something needs the user's attention
-	tooOld bool // redirecting would drop traffic
+	// noRedirect: redirecting on this release would lose DNS.
+	noRedirect bool
+	// noAddresses: address policies would lose their DNS on this release.
+	noAddresses bool
+	// why says what the release does wrong, when it does.
+	why string
 }
 
 // checkCilium reads cilium-config and the agent's image. What it cannot read
@@ -72,11 +72,15 @@ func (r *Reconciler) checkCilium(ctx context.Context, ds *appsv1.DaemonSet) cili
 		log.Info("Cilium's image has no version tag; not checking its version", "image", image)
 		return res
 	}
-	if v.LessThan(version.MustParseSemantic(minCiliumVersion)) {
-		res.warned, res.tooOld = true, true
-		r.Events.Eventf(ds, nil, corev1.EventTypeWarning, ReasonCiliumTooOld, "Check",
-			"Cilium %s (image %s in DaemonSet %s/%s) is older than %s: it drops DNS on a node whose cache pod is not ready, so no redirect is created; upgrade Cilium",
-			v, image, agent.Namespace, agent.Name, minCiliumVersion)
+	verdict := judgeCilium(v)
+	if verdict.why != "" {
+		res.warned, res.noRedirect, res.noAddresses, res.why = true, !verdict.redirect, !verdict.addresses, verdict.why
+		reason := ReasonCiliumFault
+		if v.LessThan(version.MustParseSemantic(ciliumFloor)) {
+			reason = ReasonCiliumTooOld
+		}
+		r.Events.Eventf(ds, nil, corev1.EventTypeWarning, reason, "Check", "%s (image %s in DaemonSet %s/%s)",
+			verdict.why, image, agent.Namespace, agent.Name)
 	}
 	return res
 }

@@ -586,15 +586,36 @@ func TestCiliumChecks(t *testing.T) {
 			t.Errorf("events %q with the agent's default termination", notes)
 		}
 	})
-	t.Run("cilium older than 1.19", func(t *testing.T) {
+	t.Run("cilium with a known fault", func(t *testing.T) {
 		s := newScenario(t)
 		s.install("true", "quay.io/cilium/cilium:v1.18.4@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", cacheContainerPorts("dns", "dns-tcp", 5353))
 		s.startController(s.cfg)
-		note := s.waitEvent(ReasonCiliumTooOld)
-		if !strings.Contains(note, "1.18.4") || !strings.Contains(note, "1.19.0") {
-			t.Errorf("event %q does not name the version found and the one needed", note)
+		note := s.waitEvent(ReasonCiliumFault)
+		for _, want := range []string{"1.18.4", "cilium/cilium#43080", "fixed in 1.18.6", "no redirect"} {
+			if !strings.Contains(note, want) {
+				t.Errorf("event %q lacks %q", note, want)
+			}
 		}
 		s.consistentlyNoPolicy(time.Second)
+	})
+	t.Run("cilium older than the floor", func(t *testing.T) {
+		s := newScenario(t)
+		s.install("true", "quay.io/cilium/cilium:v1.17.8", cacheContainerPorts("dns", "dns-tcp", 5353))
+		s.startController(s.cfg)
+		note := s.waitEvent(ReasonCiliumTooOld)
+		if !strings.Contains(note, "1.17.8") || !strings.Contains(note, ciliumFloor) {
+			t.Errorf("event %q does not name the version found and the oldest one measured", note)
+		}
+		s.consistentlyNoPolicy(time.Second)
+	})
+	t.Run("cilium 1.18 past its faults", func(t *testing.T) {
+		s := newScenario(t)
+		s.install("true", "quay.io/cilium/cilium:v1.18.11", cacheContainerPorts("dns", "dns-tcp", 5353))
+		s.startController(s.cfg)
+		s.waitPolicy(nil)
+		if notes := append(s.events(ReasonCiliumFault), s.events(ReasonCiliumTooOld)...); len(notes) != 0 {
+			t.Errorf("events %q on a release without known faults", notes)
+		}
 	})
 }
 

@@ -10,6 +10,9 @@ const (
 	ReasonCRDMissing     = "LocalRedirectPolicyCRDMissing"
 	ReasonLRPDisabled    = "LocalRedirectPolicyDisabled"
 	ReasonCiliumTooOld   = "CiliumTooOld"
+	// ReasonCiliumFault: the Cilium release has a known fault that would
+	// lose DNS through the redirect (ciliumFaults).
+	ReasonCiliumFault = "CiliumKnownFault"
 	// ReasonSocketLBPinsClients: Cilium's settings leave a client's kept
 	// socket on a cache pod that is gone.
 	ReasonSocketLBPinsClients = "SocketLBPinsClients"

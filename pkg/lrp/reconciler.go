@@ -161,8 +161,11 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 	}
 
 	check := r.checkCilium(ctx, ds)
-	if check.tooOld {
-		return ctrl.Result{RequeueAfter: r.recheck()}, r.removePolicy(ctx, ds, "Cilium is older than "+minCiliumVersion)
+	if check.noRedirect {
+		return ctrl.Result{RequeueAfter: r.recheck()}, r.removePolicy(ctx, ds, check.why)
+	}
+	if check.noAddresses {
+		policies = policies[:1] // kube-dns's alone; stale address policies go below
 	}
 	res := ctrl.Result{}
 	if check.warned {
