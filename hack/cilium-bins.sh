@@ -17,14 +17,14 @@ if [[ $missing == 1 ]]; then
   # forks of controller-tools, gobgp and, in 1.18, apimachinery), which a
   # requiring module does not inherit. 1.20 pins a gobgp/v4 pseudo-version
   # the module proxy does not serve: the nearest release stands in.
-  cilium_mod=$(cd "$work" && rm -f go.mod go.sum && GOFLAGS= go mod download -json "github.com/cilium/cilium@$CILIUM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  cilium_mod=$(cd "$work" && rm -f go.mod go.sum && GOFLAGS='' go mod download -json "github.com/cilium/cilium@$CILIUM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
   [[ -f "$cilium_mod" ]] || { echo "cilium-bins: the module proxy has no go.mod for github.com/cilium/cilium@$CILIUM_VERSION" >&2; exit 1; }
   {
     printf 'module lrpdns.local/ciliumbins\n\ngo 1.26.0\n\nrequire github.com/cilium/cilium %s\n\n' "$CILIUM_VERSION"
     # A fork the module proxy does not serve is left out: the module it
     # replaces is built at the version cilium requires.
     { grep -E '^replace ' "$cilium_mod" || true; } | while read -r _ from _ to ver; do
-      if (cd / && GOFLAGS= go mod download "$to@$ver" 2>/dev/null); then
+      if (cd / && GOFLAGS='' go mod download "$to@$ver" 2>/dev/null); then
         echo "replace $from => $to $ver"
       else
         echo "cilium-bins: the module proxy does not serve $to@$ver; $from is built unreplaced" >&2
