@@ -106,12 +106,20 @@ func (s execState) command(argv []string) *exec.Cmd {
 }
 
 // Exec runs argv (its first element an image entrypoint) in the first
-// container of the pod namespace/name, with that container's environment,
-// mounts and user, and returns the process to run.
-func Exec(dir string, images Images, namespace, name string, argv []string) (*exec.Cmd, error) {
-	matches, err := filepath.Glob(filepath.Join(dir, "pods", namespace+"_"+name+"_*", "exec-*.json"))
-	if err != nil || len(matches) == 0 {
-		return nil, fmt.Errorf("pod %s/%s is not running on the lab node", namespace, name)
+// container of the pod namespace/name, which runs on the node of one of
+// dirs, with that container's environment, mounts and user, and returns
+// the process to run.
+func Exec(dirs []string, images Images, namespace, name string, argv []string) (*exec.Cmd, error) {
+	var matches []string
+	for _, dir := range dirs {
+		m, err := filepath.Glob(filepath.Join(dir, "pods", namespace+"_"+name+"_*", "exec-*.json"))
+		if err != nil {
+			return nil, err
+		}
+		matches = append(matches, m...)
+	}
+	if len(matches) == 0 {
+		return nil, fmt.Errorf("pod %s/%s is not running on a lab node (%s)", namespace, name, strings.Join(dirs, ", "))
 	}
 	s, err := loadExecState(matches[0])
 	if err != nil {

@@ -1,7 +1,10 @@
 package node
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -107,5 +110,39 @@ func TestScriptRunsTheBinaryFromOutsideTmp(t *testing.T) {
 	s.Mounts = []mount{{Source: "/x", Target: "/opt/data"}}
 	if _, err := s.script(); err == nil || !strings.Contains(err.Error(), "/opt/data") {
 		t.Errorf("mount outside the supported roots: %v, want an error naming it", err)
+	}
+}
+
+// TestExecFindsThePodOnAnyNode: lab-node exec takes every node's directory
+// and enters the pod on whichever node runs it; a pod on none is an error
+// naming the directories searched.
+func TestExecFindsThePodOnAnyNode(t *testing.T) {
+	t.Parallel()
+	dirs := []string{filepath.Join(t.TempDir(), "node1"), filepath.Join(t.TempDir(), "node2")}
+	for i, dir := range dirs {
+		pod := filepath.Join(dir, "pods", "default_client_"+strconv.Itoa(i))
+		if err := os.MkdirAll(pod, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		s := execState{Netns: "lab-node" + strconv.Itoa(i+1), Dir: pod}
+		if err := s.save(filepath.Join(pod, "exec-probe.json")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(filepath.Join(dirs[1], "pods", "default_client_1"), filepath.Join(dirs[1], "pods", "default_other_1")); err != nil {
+		t.Fatal(err)
+	}
+	for name, netns := range map[string]string{"client": "lab-node1", "other": "lab-node2"} {
+		cmd, err := Exec(dirs, Images{}, "default", name, []string{"/bin/true"})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := strings.Join(cmd.Args, " "); !strings.Contains(got, "netns exec "+netns+" ") {
+			t.Errorf("pod %s: %q, want it run in %s", name, got, netns)
+		}
+	}
+	_, err := Exec(dirs, Images{}, "default", "absent", []string{"/bin/true"})
+	if err == nil || !strings.Contains(err.Error(), dirs[0]) || !strings.Contains(err.Error(), dirs[1]) {
+		t.Errorf("absent pod: %v, want an error naming both directories", err)
 	}
 }

@@ -48,7 +48,7 @@ func run(ctx context.Context, args []string) error {
 		return errors.New("usage: lab-node run|exec|resolver|config-dir [flags]")
 	}
 	fs := flag.NewFlagSet("lab-node "+args[0], flag.ContinueOnError)
-	dir := fs.String("dir", "", "the lab's node state directory")
+	dir := fs.String("dir", "", "the lab node's state directory (exec: the directories of every node, comma-separated)")
 	binDir := fs.String("bin-dir", "", "directory of node-cache and lrpdns")
 	coredns := fs.String("coredns", "", "stock CoreDNS binary")
 	relay := fs.String("hubble-relay", "", "hubble-relay binary")
@@ -116,7 +116,7 @@ func run(ctx context.Context, args []string) error {
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		cmd, err := node.Exec(*dir, images(), *ns, *pod, fs.Args())
+		cmd, err := node.Exec(strings.Split(*dir, ","), images(), *ns, *pod, fs.Args())
 		if err != nil {
 			return err
 		}
