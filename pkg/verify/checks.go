@@ -80,6 +80,9 @@ type Result struct {
 	Evidence *observerpb.GetFlowsResponse `json:"-"`
 	// Why says what the evidence shows.
 	Why string `json:"why"`
+	// matchedFromNodes counts the matching flows that came from a node's
+	// host network namespace; the evidence is a pod's flow when one matched.
+	matchedFromNodes int
 }
 
 type filterSet struct{ white, black []*flowpb.FlowFilter }
@@ -385,7 +388,11 @@ func evaluate(checks []compiledCheck, flows []*observerpb.GetFlowsResponse) []Re
 			}
 			if filters.Apply(ch.match.white, ch.match.black, ev) {
 				r.Matched++
-				if firstMatch == nil {
+				fromNode := isNodeIdentity(f.GetSource().GetIdentity())
+				if fromNode {
+					r.matchedFromNodes++
+				}
+				if firstMatch == nil || (!fromNode && isNodeIdentity(firstMatch.GetFlow().GetSource().GetIdentity())) {
 					firstMatch = resp
 				}
 			}
@@ -413,6 +420,13 @@ const (
 	initIdentity = 5
 )
 
+// isNodeIdentity says whether a flow's source is a node's host network
+// namespace: Cilium's reserved identities host (this node) and remote-node.
+func isNodeIdentity(id uint32) bool {
+	const host, remoteNode = 1, 6
+	return id == host || id == remoteNode
+}
+
 // PolicyDocs is where the README says which policies the redirect needs.
 const PolicyDocs = "https://github.com/lrpdns/lrpdns/blob/main/docs/install.md#network-policies"
 
@@ -424,6 +438,14 @@ func (c Config) explain(ctx context.Context, rs []Result) {
 		return
 	}
 	for i, r := range rs {
+		if r.Name == "no-bypass" && r.Status == Fail && r.matchedFromNodes > 0 {
+			fromPods := r.Matched - r.matchedFromNodes
+			if fromPods == 0 {
+				rs[i].Why = fmt.Sprintf("%s: all %d from a node's host network namespace (hostNetwork pods or node processes, such as classic NodeLocal DNSCache's node-cache), none from a pod", r.Why, r.Matched)
+			} else {
+				rs[i].Why = fmt.Sprintf("%s: %d from pods (this flow is one), %d from a node's host network namespace", r.Why, fromPods, r.matchedFromNodes)
+			}
+		}
 		if r.Name != "no-drops" || r.Status != Fail || r.Evidence == nil {
 			continue
 		}

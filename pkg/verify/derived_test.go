@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -316,5 +317,72 @@ func TestPolicyVerdictIsNotDelivery(t *testing.T) {
 	}
 	if got := statuses(t, labConfig(), flows)["cache-to-coredns-tcp"]; got != Fail {
 		t.Errorf("cache-to-coredns-tcp = %s on policy verdicts alone, want FAIL", got)
+	}
+}
+
+// TestBypassFromTheHost: the bypass recording's client -> CoreDNS queries
+// made to come from the node's host network namespace (as classic
+// NodeLocal DNSCache's node-cache sends them, identity reserved:host) still
+// fail no-bypass, and the reason says they came from no pod; with one of
+// them from a pod again, the reason counts both and the evidence is the
+// pod's flow.
+func TestBypassFromTheHost(t *testing.T) {
+	t.Parallel()
+	bypass := func(f *flowpb.Flow) bool {
+		return isRequest(f) && f.GetVerdict() == flowpb.Verdict_FORWARDED && hasLabel(f.GetDestination(), "k8s:k8s-app=kube-dns") && !hasLabel(f.GetSource(), cacheLabel)
+	}
+	fromHost := func(f *flowpb.Flow) {
+		f.Source = &flowpb.Endpoint{Identity: 1, Labels: []string{"reserved:host"}}
+	}
+	bypassing := 0
+	allHost := derive(load(t, "bypass.jsonpb"), func(f *flowpb.Flow) bool {
+		if bypass(f) {
+			bypassing++
+			fromHost(f)
+		}
+		return true
+	})
+	if bypassing < 2 {
+		t.Fatalf("the recording has %d bypassing queries; want at least 2", bypassing)
+	}
+	noBypass := func(rep Report) Result {
+		t.Helper()
+		for _, r := range rep.Nodes[0].Checks {
+			if r.Name == "no-bypass" {
+				return r
+			}
+		}
+		t.Fatal("no no-bypass check")
+		return Result{}
+	}
+	rep, _ := evaluateText(t, labConfig(), allHost)
+	r := noBypass(rep)
+	if r.Status != Fail || !strings.Contains(r.Why, "none from a pod") || !strings.Contains(r.Why, "host network namespace") {
+		t.Errorf("every bypass from the host: %s %q; want FAIL saying none came from a pod", r.Status, r.Why)
+	}
+	first := true
+	mixed := derive(load(t, "bypass.jsonpb"), func(f *flowpb.Flow) bool {
+		if bypass(f) {
+			if first { // the first stays a pod's
+				first = false
+			} else {
+				fromHost(f)
+			}
+		}
+		return true
+	})
+	rep, _ = evaluateText(t, labConfig(), mixed)
+	r = noBypass(rep)
+	want := fmt.Sprintf("1 from pods (this flow is one), %d from a node's host network namespace", r.Matched-1)
+	if r.Status != Fail || !strings.Contains(r.Why, want) {
+		t.Errorf("one bypass from a pod: %s %q; want FAIL with %q", r.Status, r.Why, want)
+	}
+	if id := r.Evidence.GetFlow().GetSource().GetIdentity(); isNodeIdentity(id) {
+		t.Errorf("evidence from identity %d; want the pod's flow", id)
+	}
+	// The unchanged recording: a pod's bypass, no word of the host.
+	rep, _ = evaluateText(t, labConfig(), load(t, "bypass.jsonpb"))
+	if r := noBypass(rep); r.Status != Fail || strings.Contains(r.Why, "host network") {
+		t.Errorf("pod bypass: %s %q; want FAIL without the host", r.Status, r.Why)
 	}
 }
