@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -96,10 +97,18 @@ type suite struct {
 	mix []string
 	// kubeDNSv6 is kube-dns's IPv6 ClusterIP on a dual-stack cluster.
 	kubeDNSv6 string
+	// nodes are the cluster's nodes, sorted; clients maps each to the probe
+	// client pod that runs there (the first node's is clientPod).
+	nodes   []string
+	clients map[string]string
 	// clusterDNS is the address kubelets give pods as their resolver when
 	// it is not kube-dns's ClusterIP (LRPDNS_E2E_CLUSTER_DNS, such as
 	// 169.254.20.10): clients reach the cache through its address policy.
 	clusterDNS string
+	// socketLBInPods: cilium-config has socket load balancing in pod
+	// namespaces (kube-proxy replacement without
+	// bpf-lb-sock-hostns-only), which translates a socket at connect().
+	socketLBInPods bool
 }
 
 // withoutFallback says why a scenario loses queries by design when clients
@@ -118,7 +127,50 @@ func (s *suite) withoutFallback(scenario string) string {
 	return ""
 }
 
+// pinnedToClassic says why a client of kind loses queries by design in a
+// scenario, or "": a kept UDP socket connected to classic NodeLocal
+// DNSCache's address before lrpdns's address policy existed was not
+// translated at connect(), and where socket load balancing runs in pods no
+// later packet is; when classic's pod takes the address away, the socket
+// has nothing behind it until the client opens a new one.
+func (s *suite) pinnedToClassic(scenario, kind string) string {
+	if !strings.HasPrefix(scenario, "migration from classic") || kind != "udp-connected" || !s.socketLBInPods {
+		return ""
+	}
+	return "the socket was connected to the bare address while classic served it, and socket load balancing translates at connect() only"
+}
+
 func TestE2E(t *testing.T) {
+	if os.Getenv("LRPDNS_E2E_SUITE") == "fallback" {
+		t.Skip("LRPDNS_E2E_SUITE=fallback: only TestCiliumFallback runs")
+	}
+	s := newSuite(t)
+	if classic := os.Getenv("LRPDNS_E2E_MIGRATE_FROM"); classic != "" {
+		t.Run("migration from classic NodeLocal DNSCache as docs/install.md gives it", func(t *testing.T) { s.migrate(t, classic) })
+	}
+	t.Run("policy is in place", s.policyInPlace)
+	t.Run("names resolve through the cache", s.resolve)
+	t.Run("verify passes on Hubble flows", s.verifyFlows)
+	t.Run("each node's client is answered by its own node's cache", s.nodeLocal)
+	t.Run("IPv6 clients are answered by the cache and verify passes for them", s.ipv6Clients)
+	t.Run("the install's commands as the docs give them; lrpdns verify alone passes", s.verifyCLI)
+	t.Run("docs/verify.md's other commands as written", s.verifyDocs)
+	t.Run("a policy removed by hand shows as bypass and is restored", s.bypassReported)
+	t.Run("a client policy that allows kube-dns only fails verify with the drop", s.clientPolicy)
+	// The scenarios below run under continuous queries; each prints
+	// "<scenario> (<client kind>): N sent, N answered, N failed".
+	t.Run("kube-dns-upstream deleted by hand", s.upstreamDeleted)
+	t.Run("DaemonSet deleted with --cascade=orphan and re-applied", s.orphaned)
+	t.Run("rollout restart", s.rollout)
+	t.Run("a node's cache drained", s.drainNode)
+	t.Run("cache port change", s.portChange)
+	t.Run("cache DaemonSet deleted", s.deleteCache)
+	t.Run("uninstall with kubectl delete -k", s.uninstall)
+}
+
+// newSuite reaches the cluster the environment names (or skips), starts the
+// client pods and learns kube-dns's addresses.
+func newSuite(t *testing.T) *suite {
 	cluster, err := fromEnv()
 	if err != nil {
 		t.Skip(err)
@@ -139,28 +191,32 @@ func TestE2E(t *testing.T) {
 	if name := os.Getenv("LRPDNS_E2E_KUBE_DNS_SERVICE"); name != "" {
 		s.names.KubeDNSService = name // kube-dns named otherwise (RKE2)
 	}
+	// Installed beside classic NodeLocal DNSCache: other names.
+	s.names.DaemonSet = cmp.Or(os.Getenv("LRPDNS_E2E_DAEMONSET"), s.names.DaemonSet)
+	s.names.UpstreamService = cmp.Or(os.Getenv("LRPDNS_E2E_UPSTREAM_SERVICE"), s.names.UpstreamService)
 	t.Cleanup(func() { s.saveArtifacts(t) })
 	s.startClient(t)
 	s.mix = s.queryMix(t)
 	s.kubeDNSv6 = s.ipv6ClusterIP(t)
 	s.clusterDNS = os.Getenv("LRPDNS_E2E_CLUSTER_DNS")
+	s.socketLBInPods = s.readSocketLBInPods(t)
+	return s
+}
 
-	t.Run("policy is in place", s.policyInPlace)
-	t.Run("names resolve through the cache", s.resolve)
-	t.Run("verify passes on Hubble flows", s.verifyFlows)
-	t.Run("IPv6 clients are answered by the cache and verify passes for them", s.ipv6Clients)
-	t.Run("the install's commands as the docs give them; lrpdns verify alone passes", s.verifyCLI)
-	t.Run("docs/verify.md's other commands as written", s.verifyDocs)
-	t.Run("a policy removed by hand shows as bypass and is restored", s.bypassReported)
-	t.Run("a client policy that allows kube-dns only fails verify with the drop", s.clientPolicy)
-	// The scenarios below run under continuous queries; each prints
-	// "<scenario> (<client kind>): N sent, N answered, N failed".
-	t.Run("kube-dns-upstream deleted by hand", s.upstreamDeleted)
-	t.Run("DaemonSet deleted with --cascade=orphan and re-applied", s.orphaned)
-	t.Run("rollout restart", s.rollout)
-	t.Run("cache port change", s.portChange)
-	t.Run("cache DaemonSet deleted", s.deleteCache)
-	t.Run("uninstall with kubectl delete -k", s.uninstall)
+// readSocketLBInPods reads kube-system/cilium-config as the controller
+// does: socket load balancing runs in pods with kube-proxy replacement (or
+// bpf-lb-sock) unless bpf-lb-sock-hostns-only is "true".
+func (s *suite) readSocketLBInPods(t *testing.T) bool {
+	cm := &corev1.ConfigMap{}
+	if err := s.c.Get(t.Context(), client.ObjectKey{Namespace: "kube-system", Name: "cilium-config"}, cm); err != nil {
+		t.Logf("cilium-config: %v: taking socket load balancing in pods as off", err)
+		return false
+	}
+	kpr := cm.Data["kube-proxy-replacement"]
+	on := (kpr == "true" || kpr == "strict" || cm.Data["bpf-lb-sock"] == "true") && cm.Data["bpf-lb-sock-hostns-only"] != "true"
+	t.Logf("cilium-config: kube-proxy-replacement=%q bpf-lb-sock=%q bpf-lb-sock-hostns-only=%q: socket load balancing in pods %v",
+		kpr, cm.Data["bpf-lb-sock"], cm.Data["bpf-lb-sock-hostns-only"], on)
+	return on
 }
 
 // queryMix is what every scenario asks, each with the answer it must get:
@@ -229,6 +285,18 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 			kinds = append(kinds, k)
 		}
 	}
+	// On every other node, a socket per query and a busy connected socket
+	// from that node's client.
+	for _, node := range s.nodes[1:] {
+		pod := s.clients[node]
+		for _, name := range []string{"socket", "udp-connected"} {
+			kinds = append(kinds, kind{name, int(d / (40 * time.Millisecond)), func() (probeResult, error) {
+				r, err := s.probeFrom(ctx, pod, append([]string{"--client", name, "--duration", d.String(), "--interval", "20ms"}, s.mix...)...)
+				r.Client += ", node " + node
+				return r, err
+			}})
+		}
+	}
 	for _, c := range libClients {
 		kinds = append(kinds, kind{c.kind, int(d / (200 * time.Millisecond)), func() (probeResult, error) {
 			return s.libResolve(ctx, c, append([]string{"--duration", fmt.Sprintf("%ds", int(d.Seconds()))}, s.mix...)...)
@@ -275,6 +343,13 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 			s.saveFlows(t, scenario, time.Since(began)+time.Second)
 			saved = true
 		}
+		if why := s.pinnedToClassic(scenario, kinds[i].name); why != "" {
+			// Measured, not required: docs/install.md says why.
+			if r.Failed > 0 {
+				t.Logf("%s (%s): %d failed: %s", scenario, r.Client, r.Failed, why)
+			}
+			continue
+		}
 		if why := s.withoutFallback(scenario); why != "" && r.Client != "" {
 			// Measured, not required: docs/install.md says why and what to do.
 			if r.Failed > 0 {
@@ -316,22 +391,42 @@ func (s *suite) startClient(t *testing.T) {
 	if err := s.c.Create(ctx, scripts); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	probePod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: clientPod, Namespace: "default", Labels: map[string]string{"app": "lrpdns-e2e-client"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name: "client", Image: s.cluster.Image(), ImagePullPolicy: corev1.PullIfNotPresent,
-			// Background DNS traffic, and a process to exec into.
-			Args: []string{"probe", "--duration", "24h", "--interval", "1s", "kubernetes.default.svc.cluster.local"},
-		}}},
-	}
-	if err := s.c.Create(ctx, probePod); err != nil && !apierrors.IsAlreadyExists(err) {
+	nodes := &corev1.NodeList{}
+	if err := s.c.List(ctx, nodes); err != nil {
 		t.Fatal(err)
 	}
-	pods := []string{clientPod}
+	for _, n := range nodes.Items {
+		s.nodes = append(s.nodes, n.Name)
+	}
+	slices.Sort(s.nodes)
+	// A probe client on every node, pinned there; the first node's is
+	// clientPod, where the resolver libraries run too.
+	s.clients = map[string]string{}
+	var pods []string
+	for i, node := range s.nodes {
+		name := clientPod
+		if i > 0 {
+			name = clientPod + "-" + node
+		}
+		probePod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": "lrpdns-e2e-client"}},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{
+				Name: "client", Image: s.cluster.Image(), ImagePullPolicy: corev1.PullIfNotPresent,
+				// Background DNS traffic, and a process to exec into.
+				Args: []string{"probe", "--duration", "24h", "--interval", "1s", "kubernetes.default.svc.cluster.local"},
+			}}},
+		}
+		if err := s.c.Create(ctx, probePod); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		s.clients[node] = name
+		pods = append(pods, name)
+	}
 	for _, c := range libClients {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: c.pod, Namespace: "default", Labels: map[string]string{"app": "lrpdns-e2e-client"}},
 			Spec: corev1.PodSpec{
+				NodeName: s.nodes[0],
 				Containers: []corev1.Container{{
 					Name: "client", Image: c.image, ImagePullPolicy: corev1.PullIfNotPresent, Command: c.idle,
 					VolumeMounts: []corev1.VolumeMount{{Name: "scripts", MountPath: clientsDir, ReadOnly: true}},
@@ -355,7 +450,23 @@ func (s *suite) startClient(t *testing.T) {
 }
 
 func (s *suite) probe(ctx context.Context, args ...string) (probeResult, error) {
-	return s.runClient(ctx, clientPod, append([]string{"/lrpdns", "probe"}, args...))
+	return s.probeFrom(ctx, clientPod, args...)
+}
+
+// probeEveryNode runs lrpdns probe from every node's client in turn, for
+// the flows a check of every node needs; failures are logged, not judged.
+func (s *suite) probeEveryNode(t *testing.T, args ...string) {
+	t.Helper()
+	for _, node := range s.nodes {
+		if _, err := s.probeFrom(t.Context(), s.clients[node], args...); err != nil {
+			t.Logf("probe on %s: %v", node, err)
+		}
+	}
+}
+
+// probeFrom runs lrpdns probe in the client pod named pod.
+func (s *suite) probeFrom(ctx context.Context, pod string, args ...string) (probeResult, error) {
+	return s.runClient(ctx, pod, append([]string{"/lrpdns", "probe"}, args...))
 }
 
 func (s *suite) policyInPlace(t *testing.T) {
@@ -407,6 +518,12 @@ func (s *suite) verify(t *testing.T, since time.Duration) (verify.Report, error)
 // verifyClients is verify judging only clients' queries of one IP version
 // (lrpdns verify --client-ip-version).
 func (s *suite) verifyClients(t *testing.T, since time.Duration, v flowpb.IPVersion) (verify.Report, error) {
+	return s.verifyClientsWithout(t, since, v, nil)
+}
+
+// verifyClientsWithout is verifyClients on the flows skip does not take
+// away (nil: all of them).
+func (s *suite) verifyClientsWithout(t *testing.T, since time.Duration, v flowpb.IPVersion, skip func(*flowpb.Flow) bool) (verify.Report, error) {
 	c, err := s.verifyConfig(t)
 	if err != nil {
 		return verify.Report{}, err
@@ -415,6 +532,18 @@ func (s *suite) verifyClients(t *testing.T, since time.Duration, v flowpb.IPVers
 	flows, err := verify.FromServer(t.Context(), s.cluster.HubbleServer(), since, c)
 	if err != nil {
 		return verify.Report{}, fmt.Errorf("failed to read flows from Hubble: %w", err)
+	}
+	if skip != nil {
+		kept := flows[:0]
+		for _, f := range flows {
+			if !skip(f.GetFlow()) {
+				kept = append(kept, f)
+			}
+		}
+		if n := len(flows) - len(kept); n > 0 {
+			t.Logf("verify: %d of %d flows left out", n, len(flows))
+		}
+		flows = kept
 	}
 	rep, err := verify.Evaluate(t.Context(), c, flows)
 	if err != nil {
@@ -431,6 +560,81 @@ func report(results verify.Report) string {
 
 func (s *suite) verifyFlows(t *testing.T) {
 	s.verifyPasses(t)
+}
+
+// migrate takes a cluster from classic NodeLocal DNSCache (the objects in
+// the file classic, running, its node-cache on s.clusterDNS) to lrpdns, in
+// docs/install.md's steps, under continuous queries; then undoes it
+// (classic back, lrpdns removed) and does it again, as the guide says a user
+// can. Nothing may fail in any phase.
+func (s *suite) migrate(t *testing.T, classic string) {
+	ctx := t.Context()
+	classicPods := func() int {
+		pods := &corev1.PodList{}
+		if err := s.c.List(ctx, pods, client.InNamespace(s.names.Namespace), client.MatchingLabels{"k8s-app": "node-local-dns"}); err != nil {
+			t.Fatal(err)
+		}
+		return len(pods.Items)
+	}
+	if classicPods() == 0 {
+		t.Fatal("no classic node-local-dns pod runs: nothing to migrate from")
+	}
+	kubectl := func(args ...string) {
+		t.Helper()
+		t.Logf("+ kubectl %s", strings.Join(args, " "))
+		if out, err := s.cluster.Kubectl(ctx, args...); err != nil {
+			t.Fatalf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	addressKey := client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.AddressPolicy(netip.MustParseAddr(s.clusterDNS))}
+	// Before: the client's resolv.conf names the address, classic answers
+	// there, and no lrpdns pod exists to answer instead.
+	if n := len(s.cachePods(t)); n != 0 {
+		t.Fatalf("%d lrpdns cache pods run before the migration; want none", n)
+	}
+	s.resolve(t)
+	t.Logf("before the migration: classic answered the client's queries to %s (UDP and TCP)", s.clusterDNS)
+	// Steps 1 and 2: lrpdns beside classic, then wait for it rolled out,
+	// for both policies and for lrpdns verify.
+	install := func() {
+		kubectl("apply", "-k", s.cluster.Kustomization())
+		kubectl("-n", s.names.Namespace, "rollout", "status", "ds/"+s.names.DaemonSet, "--timeout=180s")
+		s.waitRedirect(t, nil)
+		waitFor(t, time.Minute, "the address policy", func() bool {
+			return s.c.Get(ctx, addressKey, &ciliumv2.CiliumLocalRedirectPolicy{}) == nil
+		})
+		// While classic runs, its node-cache (hostNetwork) forwards to
+		// CoreDNS and health-checks it: a bypass from the host, as the guide
+		// says; every other flow must pass verify.
+		s.verifyPassesWithout(t, flowpb.IPVersion_IP_NOT_USED, fromNodes)
+	}
+	// Step 3: classic's objects deleted; then lrpdns verify on every flow.
+	removeAndVerify := func() {
+		kubectl("delete", "-f", classic, "--wait=true")
+		waitFor(t, 2*time.Minute, "classic's pods to go", func() bool { return classicPods() == 0 })
+		s.verifyPasses(t)
+	}
+	s.underLoad(t, "migration from classic NodeLocal DNSCache", 240*time.Second, func() {
+		install()
+		removeAndVerify()
+	})
+	// Undo: classic first, with the readiness probe its manifest lacks (a
+	// pod is Ready before its node-cache serves), then lrpdns away; the
+	// address is classic's again.
+	s.underLoad(t, "migration undone", 150*time.Second, func() {
+		kubectl("apply", "-f", classic)
+		kubectl("-n", s.names.Namespace, "patch", "ds", "node-local-dns", "--type=json",
+			`-p=[{"op":"add","path":"/spec/template/spec/containers/0/readinessProbe","value":{"httpGet":{"host":"`+s.clusterDNS+`","path":"/health","port":8080}}}]`)
+		kubectl("-n", s.names.Namespace, "rollout", "status", "ds/node-local-dns", "--timeout=180s")
+		kubectl("delete", "-k", s.cluster.Kustomization(), "--wait=true")
+		waitFor(t, 2*time.Minute, "lrpdns's policies and pods to go", func() bool {
+			return apierrors.IsNotFound(s.c.Get(ctx, addressKey, &ciliumv2.CiliumLocalRedirectPolicy{})) && len(s.cachePods(t)) == 0
+		})
+	})
+	s.underLoad(t, "migration from classic NodeLocal DNSCache, again", 240*time.Second, func() {
+		install()
+		removeAndVerify()
+	})
 }
 
 // ipv6ClusterIP is kube-dns's IPv6 ClusterIP, or "". With
@@ -482,23 +686,7 @@ func (s *suite) bypassReported(t *testing.T) {
 		t.Skipf("clients ask %s, which only a redirect answers: without kube-dns's policy they do not bypass the cache", s.clusterDNS)
 	}
 	ctx := t.Context()
-	key := client.ObjectKey{Namespace: s.names.Namespace, Name: "lrpdns-controller"}
-	scale := func(n int32) {
-		d := &appsv1.Deployment{}
-		if err := s.c.Get(ctx, key, d); err != nil {
-			t.Fatal(err)
-		}
-		patch := client.MergeFrom(d.DeepCopy())
-		d.Spec.Replicas = &n
-		if err := s.c.Patch(ctx, d, patch); err != nil {
-			t.Fatal(err)
-		}
-	}
-	scale(0)
-	waitFor(t, 2*time.Minute, "the controller to stop", func() bool {
-		pods := &corev1.PodList{}
-		return s.c.List(ctx, pods, client.InNamespace(s.names.Namespace), client.MatchingLabels{"app.kubernetes.io/name": "lrpdns-controller"}) == nil && len(pods.Items) == 0
-	})
+	s.scaleController(t, 0)
 	p := &ciliumv2.CiliumLocalRedirectPolicy{}
 	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.Policy}, p); err != nil {
 		t.Fatal(err)
@@ -529,16 +717,14 @@ func (s *suite) bypassReported(t *testing.T) {
 		t.Errorf("without the policy: no node has no-bypass FAIL, or verify passed:\n%s", report(results))
 	}
 
-	scale(2)
+	s.scaleController(t, 2)
 	restoreStart := time.Now()
 	waitFor(t, 3*time.Minute, "the policy to be restored", func() bool {
 		return s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.Policy}, &ciliumv2.CiliumLocalRedirectPolicy{}) == nil
 	})
 	t.Logf("controller back: policy restored %v after scaling it up", time.Since(restoreStart).Round(time.Second))
 	waitFor(t, time.Minute, "verify to pass again", func() bool {
-		if _, err := s.probe(ctx, "--count", "10", "--interval", "20ms", "kubernetes.default.svc.cluster.local", "example.com"); err != nil {
-			t.Logf("probe: %v", err)
-		}
+		s.probeEveryNode(t, append([]string{"--count", "10", "--interval", "20ms"}, s.mix...)...)
 		results, err := s.verify(t, 10*time.Second)
 		if err != nil {
 			t.Logf("verify: %v", err)
@@ -548,9 +734,33 @@ func (s *suite) bypassReported(t *testing.T) {
 	}, func() { t.Logf("last lrpdns verify:\n%s", report(results)) })
 }
 
+// scaleController sets the controller's replicas; at 0 it waits until no
+// controller pod is left.
+func (s *suite) scaleController(t *testing.T, n int32) {
+	t.Helper()
+	ctx := t.Context()
+	d := &appsv1.Deployment{}
+	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: "lrpdns-controller"}, d); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(d.DeepCopy())
+	d.Spec.Replicas = &n
+	if err := s.c.Patch(ctx, d, patch); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		waitFor(t, 2*time.Minute, "the controller to stop", func() bool {
+			pods := &corev1.PodList{}
+			return s.c.List(ctx, pods, client.InNamespace(s.names.Namespace), client.MatchingLabels{"app.kubernetes.io/name": "lrpdns-controller"}) == nil && len(pods.Items) == 0
+		})
+	}
+}
+
 // clientPolicyYAML is the client's egress policy: DNS to kube-dns, and,
-// with allowCache, to the cache pods the redirect sends it to.
-func clientPolicyYAML(allowCache bool) string {
+// with allowCache, to the cache pods the redirect sends it to, whose
+// k8s-app label is cacheApp (the DaemonSet's name in every install lrpdns
+// ships).
+func clientPolicyYAML(allowCache bool, cacheApp string) string {
 	y := `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata:
@@ -574,7 +784,7 @@ spec:
 		y += `  - toEndpoints:
     - matchLabels:
         k8s:io.kubernetes.pod.namespace: kube-system
-        k8s-app: node-local-dns
+        k8s-app: ` + cacheApp + `
     toPorts:
     - ports:
       - port: "5353"
@@ -592,7 +802,7 @@ func (s *suite) clientPolicy(t *testing.T) {
 	ctx := t.Context()
 	apply := func(allowCache bool) {
 		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(clientPolicyYAML(allowCache)), &u.Object); err != nil {
+		if err := yaml.Unmarshal([]byte(clientPolicyYAML(allowCache, s.names.DaemonSet)), &u.Object); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("lrpdns-e2e"), client.ForceOwnership); err != nil {
@@ -660,7 +870,7 @@ func (s *suite) rolledOut(ctx context.Context) bool {
 func (s *suite) cachePods(t *testing.T) map[string]string {
 	t.Helper()
 	pods := &corev1.PodList{}
-	if err := s.c.List(t.Context(), pods, client.InNamespace(s.names.Namespace), client.MatchingLabels{"k8s-app": "node-local-dns"}); err != nil {
+	if err := s.c.List(t.Context(), pods, client.InNamespace(s.names.Namespace), client.MatchingLabels{"k8s-app": s.names.DaemonSet}); err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
@@ -763,9 +973,7 @@ func (s *suite) verifyCLI(t *testing.T) {
 			t.Errorf("kubectl %s: %v; output lacks %q:\n%s", strings.Join(c.args, " "), err, c.want, out)
 		}
 	}
-	if _, err := s.probe(t.Context(), append([]string{"--count", "20", "--interval", "20ms"}, s.mix...)...); err != nil {
-		t.Logf("probe: %v", err)
-	}
+	s.probeEveryNode(t, append([]string{"--count", "20", "--interval", "20ms"}, s.mix...)...)
 	time.Sleep(500 * time.Millisecond)
 	t.Setenv("KUBECONFIG", s.cluster.Kubeconfig())
 	for _, args := range [][]string{{"verify"}, {"verify", "--kubeconfig", s.cluster.Kubeconfig()}} {
@@ -803,13 +1011,16 @@ func (s *suite) verifyDocs(t *testing.T) {
 		}()
 		waitFor(t, 30*time.Second, "kubectl port-forward svc/hubble-relay 4245:80", func() bool { return listening(relay) })
 	}
-	if _, err := s.probe(t.Context(), append([]string{"--count", "20", "--interval", "20ms"}, s.mix...)...); err != nil {
-		t.Logf("probe: %v", err)
-	}
+	s.probeEveryNode(t, append([]string{"--count", "20", "--interval", "20ms"}, s.mix...)...)
 	time.Sleep(500 * time.Millisecond)
+	pipe := "hubble observe --since 5m -o jsonpb | lrpdns verify --flows -"
+	if s.names.DaemonSet != verify.DefaultNames().DaemonSet {
+		// Not lrpdns's default names: docs/verify.md adds the cluster.
+		pipe += " --kubeconfig " + s.cluster.Kubeconfig()
+	}
 	for _, line := range []string{
 		"lrpdns verify --kubeconfig " + s.cluster.Kubeconfig() + " --hubble-server localhost:4245",
-		"hubble observe --since 5m -o jsonpb | lrpdns verify --flows -",
+		pipe,
 	} {
 		cmd := exec.CommandContext(t.Context(), "sh", "-c", line)
 		cmd.Env = append(os.Environ(), "PATH="+path+string(os.PathListSeparator)+os.Getenv("PATH"))
@@ -832,7 +1043,7 @@ func listening(addr string) bool {
 }
 
 // verifyPasses waits for lrpdns verify to pass on the flows of one round of
-// queries (20 of the mix). Right after the redirect comes back, a client
+// queries (20 of the mix from every node's client). Right after the redirect comes back, a client
 // flow whose 5-tuple was used while it was gone still follows Cilium's
 // conntrack entry to CoreDNS until the entry expires (a minute without
 // packets): answered, but not through the cache. Each round is judged on
@@ -846,11 +1057,26 @@ func (s *suite) verifyPasses(t *testing.T) {
 // rounds' queries go to kube-dns's ClusterIP of that version.
 func (s *suite) verifyPassesOver(t *testing.T, v flowpb.IPVersion) {
 	t.Helper()
+	s.verifyPassesWithout(t, v, nil)
+}
+
+// fromNodes says whether a flow comes from a node's host network namespace
+// (Cilium's reserved identities host and remote-node): hostNetwork pods,
+// such as classic NodeLocal DNSCache's node-cache, and node processes.
+func fromNodes(f *flowpb.Flow) bool {
+	const host, remoteNode = 1, 6 // Cilium's reserved:host and reserved:remote-node
+	id := f.GetSource().GetIdentity()
+	return id == host || id == remoteNode
+}
+
+// verifyPassesWithout is verifyPassesOver judging the flows that skip does
+// not take away (nil: all of them); it logs how many it took.
+func (s *suite) verifyPassesWithout(t *testing.T, v flowpb.IPVersion, skip func(*flowpb.Flow) bool) {
+	t.Helper()
 	var server []string
 	if v == flowpb.IPVersion_IPv6 {
 		server = []string{"--server", s.kubeDNSv6}
 	}
-	ctx := t.Context()
 	var results verify.Report
 	start := time.Now()
 	rounds := 0
@@ -858,12 +1084,10 @@ func (s *suite) verifyPassesOver(t *testing.T, v flowpb.IPVersion) {
 	waitFor(t, 3*time.Minute, "verify to pass", func() bool {
 		rounds++
 		round := time.Now()
-		if _, err := s.probe(ctx, append(append([]string{"--count", "20", "--interval", "20ms"}, server...), s.mix...)...); err != nil {
-			t.Logf("probe: %v", err)
-		}
+		s.probeEveryNode(t, append(append([]string{"--count", "20", "--interval", "20ms"}, server...), s.mix...)...)
 		time.Sleep(500 * time.Millisecond)
 		var err error
-		if results, err = s.verifyClients(t, time.Since(round), v); err != nil {
+		if results, err = s.verifyClientsWithout(t, time.Since(round), v, skip); err != nil {
 			t.Logf("verify: %v", err)
 			return false
 		}
