@@ -7,10 +7,15 @@
 # the ConfigMap's Corefile.base (__PILLAR__CLUSTER__DNS__: the -upstreamsvc
 # Service's ClusterIP from its service-link variable;
 # __PILLAR__UPSTREAM__SERVERS__: the node's nameservers). On SIGTERM it
-# removes the rules and the interface, as node-cache does. hack/e2e-lab.sh
-# writes it into the lab with the CoreDNS binary's path for @COREDNS@.
+# removes the rules and the interface, as node-cache does. On a kernel
+# without the dummy driver (CONFIG_DUMMY unset, as on the lab's host) the
+# addresses go on the node's loopback instead: local addresses of the node
+# either way, which is all a pod's packet to them meets. hack/e2e-lab.sh
+# writes it into the lab with the CoreDNS binary's path for @COREDNS@ and,
+# for @TOOLS@, a directory where iptables links to the binary it stands for:
+# a lab container has an /etc of its own, without /etc/alternatives.
 set -o errexit -o nounset -o pipefail
-export PATH=$PATH:/usr/sbin:/sbin
+export PATH=@TOOLS@:$PATH:/usr/sbin:/sbin
 COREDNS=@COREDNS@
 localip="" conf="" upstreamsvc=""
 while [[ $# -gt 0 ]]; do
@@ -24,7 +29,10 @@ done
 IFS=, read -ra ips <<< "$localip"
 var="$(tr 'a-z-' 'A-Z_' <<< "$upstreamsvc")_SERVICE_HOST"
 upstream=${!var:?no $var: the -upstreamsvc Service did not exist when the pod started}
-servers=$(awk '$1 == "nameserver" {print $2}' /etc/resolv.conf | xargs)
+servers=""
+while read -r key value _; do
+  if [[ $key == nameserver ]]; then servers+="${servers:+ }$value"; fi
+done < /etc/resolv.conf
 sed -e "s/__PILLAR__CLUSTER__DNS__/$upstream/g" -e "s/__PILLAR__UPSTREAM__SERVERS__/$servers/g" \
   /etc/coredns/Corefile.base > "$conf"
 
@@ -45,13 +53,19 @@ rules() { # -A or -D
 teardown() {
   rules -D 2>/dev/null || true
   ip link del nodelocaldns 2>/dev/null || true
+  local ip
+  for ip in "${ips[@]}"; do ip addr del "$ip/32" dev lo 2>/dev/null || true; done
 }
 teardown
-ip link add nodelocaldns type dummy
-for ip in "${ips[@]}"; do ip addr add "$ip/32" dev nodelocaldns; done
-ip link set nodelocaldns up
+dev=nodelocaldns
+if ! ip link add nodelocaldns type dummy; then
+  dev=lo
+  echo "node-cache (lab): no dummy interfaces on this kernel; the addresses go on lo"
+fi
+for ip in "${ips[@]}"; do ip addr add "$ip/32" dev "$dev"; done
+ip link set "$dev" up
 rules -A
-echo "node-cache (lab): nodelocaldns up with ${ips[*]}; cluster names to $upstream, the rest to $servers"
+echo "node-cache (lab): $dev up with ${ips[*]}; cluster names to $upstream, the rest to $servers"
 
 "$COREDNS" -conf "$conf" &
 coredns=$!
