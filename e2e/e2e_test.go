@@ -204,18 +204,16 @@ func newSuite(t *testing.T) *suite {
 }
 
 // readSocketLBInPods reads kube-system/cilium-config as the controller
-// does: socket load balancing runs in pods with kube-proxy replacement (or
-// bpf-lb-sock) unless bpf-lb-sock-hostns-only is "true".
+// does (lrp.SocketLBInPods).
 func (s *suite) readSocketLBInPods(t *testing.T) bool {
 	cm := &corev1.ConfigMap{}
 	if err := s.c.Get(t.Context(), client.ObjectKey{Namespace: "kube-system", Name: "cilium-config"}, cm); err != nil {
 		t.Logf("cilium-config: %v: taking socket load balancing in pods as off", err)
 		return false
 	}
-	kpr := cm.Data["kube-proxy-replacement"]
-	on := (kpr == "true" || kpr == "strict" || cm.Data["bpf-lb-sock"] == "true") && cm.Data["bpf-lb-sock-hostns-only"] != "true"
+	on := lrp.SocketLBInPods(cm.Data)
 	t.Logf("cilium-config: kube-proxy-replacement=%q bpf-lb-sock=%q bpf-lb-sock-hostns-only=%q: socket load balancing in pods %v",
-		kpr, cm.Data["bpf-lb-sock"], cm.Data["bpf-lb-sock-hostns-only"], on)
+		cm.Data["kube-proxy-replacement"], cm.Data["bpf-lb-sock"], cm.Data["bpf-lb-sock-hostns-only"], on)
 	return on
 }
 
@@ -606,7 +604,7 @@ func (s *suite) migrate(t *testing.T, classic string) {
 		// While classic runs, its node-cache (hostNetwork) forwards to
 		// CoreDNS and health-checks it: a bypass from the host, as the guide
 		// says; every other flow must pass verify.
-		s.verifyPassesWithout(t, flowpb.IPVersion_IP_NOT_USED, fromNodes)
+		s.verifyPassesWithout(t, flowpb.IPVersion_IP_NOT_USED, verify.FromNode)
 	}
 	// Step 3: classic's objects deleted; then lrpdns verify on every flow.
 	removeAndVerify := func() {
@@ -866,15 +864,22 @@ func (s *suite) rolledOut(ctx context.Context) bool {
 		cur.Status.NumberAvailable == cur.Status.DesiredNumberScheduled && cur.Status.DesiredNumberScheduled > 0
 }
 
-// cachePods are the cache's pods by name, with their UIDs.
-func (s *suite) cachePods(t *testing.T) map[string]string {
+// cacheObjects are the cache's pods, terminating ones too.
+func (s *suite) cacheObjects(t *testing.T) []corev1.Pod {
 	t.Helper()
 	pods := &corev1.PodList{}
 	if err := s.c.List(t.Context(), pods, client.InNamespace(s.names.Namespace), client.MatchingLabels{"k8s-app": s.names.DaemonSet}); err != nil {
 		t.Fatal(err)
 	}
+	return pods.Items
+}
+
+// cachePods are the cache's pods that are not terminating, by name, with
+// their UIDs.
+func (s *suite) cachePods(t *testing.T) map[string]string {
+	t.Helper()
 	out := map[string]string{}
-	for _, p := range pods.Items {
+	for _, p := range s.cacheObjects(t) {
 		if p.DeletionTimestamp == nil {
 			out[p.Name] = string(p.UID)
 		}
@@ -1058,15 +1063,6 @@ func (s *suite) verifyPasses(t *testing.T) {
 func (s *suite) verifyPassesOver(t *testing.T, v flowpb.IPVersion) {
 	t.Helper()
 	s.verifyPassesWithout(t, v, nil)
-}
-
-// fromNodes says whether a flow comes from a node's host network namespace
-// (Cilium's reserved identities host and remote-node): hostNetwork pods,
-// such as classic NodeLocal DNSCache's node-cache, and node processes.
-func fromNodes(f *flowpb.Flow) bool {
-	const host, remoteNode = 1, 6 // Cilium's reserved:host and reserved:remote-node
-	id := f.GetSource().GetIdentity()
-	return id == host || id == remoteNode
 }
 
 // verifyPassesWithout is verifyPassesOver judging the flows that skip does

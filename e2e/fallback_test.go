@@ -18,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lrpdns/lrpdns/pkg/lrp"
-	"github.com/lrpdns/lrpdns/pkg/verify"
 )
 
 // fallbackGate is the readiness gate the measurement adds to the cache's
@@ -116,7 +115,7 @@ func TestCiliumFallback(t *testing.T) {
 		}
 		return out
 	}
-	gated := func(pod *corev1.Pod) bool {
+	podReady := func(pod *corev1.Pod) bool {
 		for _, c := range pod.Status.Conditions {
 			if c.Type == corev1.PodReady {
 				return c.Status == corev1.ConditionTrue
@@ -140,7 +139,7 @@ func TestCiliumFallback(t *testing.T) {
 	waitFor(t, 2*time.Minute, "a started cache pod, its containers ready, the pod not", func() bool {
 		for _, p := range s.cacheObjects(t) {
 			for _, c := range p.Status.Conditions {
-				if c.Type == corev1.ContainersReady && c.Status == corev1.ConditionTrue && !gated(&p) {
+				if c.Type == corev1.ContainersReady && c.Status == corev1.ConditionTrue && !podReady(&p) {
 					pod = p
 					return true
 				}
@@ -160,7 +159,7 @@ func TestCiliumFallback(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, time.Minute, fmt.Sprintf("cache pod %s Ready=%v", pod.Name, open), func() bool {
-			return s.c.Get(ctx, client.ObjectKeyFromObject(&pod), &pod) == nil && gated(&pod) == open
+			return s.c.Get(ctx, client.ObjectKeyFromObject(&pod), &pod) == nil && podReady(&pod) == open
 		})
 	}
 	setGate(true)
@@ -209,30 +208,12 @@ func (s *suite) patchDaemonSet(t *testing.T, patch string) {
 	}
 }
 
-// cacheObjects are the cache's pods, terminating ones too.
-func (s *suite) cacheObjects(t *testing.T) []corev1.Pod {
-	t.Helper()
-	pods := &corev1.PodList{}
-	if err := s.c.List(t.Context(), pods, client.InNamespace(s.names.Namespace), client.MatchingLabels{"k8s-app": s.names.DaemonSet}); err != nil {
-		t.Fatal(err)
-	}
-	return pods.Items
-}
-
 // deliveries counts, in the last since of Hubble's flows, clients' DNS
 // queries delivered to a cache pod and to CoreDNS, and dropped DNS packets,
 // as lrpdns verify's checks match them.
 func (s *suite) deliveries(t *testing.T, since time.Duration) (toCache, toCoreDNS, dropped int) {
 	t.Helper()
-	c, err := s.verifyConfig(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	flows, err := verify.FromServer(t.Context(), s.cluster.HubbleServer(), since, c)
-	if err != nil {
-		t.Fatalf("failed to read flows from Hubble: %v", err)
-	}
-	rep, err := verify.Evaluate(t.Context(), c, flows)
+	rep, err := s.verify(t, since)
 	if err != nil {
 		t.Fatal(err)
 	}

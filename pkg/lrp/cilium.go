@@ -85,6 +85,15 @@ func (r *Reconciler) checkCilium(ctx context.Context, ds *appsv1.DaemonSet) cili
 	return res
 }
 
+// SocketLBInPods says whether cilium-config's settings (its data) run
+// socket load balancing in pod namespaces, where a socket is translated at
+// connect() only: kube-proxy replacement (or bpf-lb-sock) without
+// bpf-lb-sock-hostns-only.
+func SocketLBInPods(cfg map[string]string) bool {
+	kpr := cfg["kube-proxy-replacement"]
+	return (kpr == "true" || kpr == "strict" || cfg["bpf-lb-sock"] == "true") && cfg["bpf-lb-sock-hostns-only"] != "true"
+}
+
 // socketLBRisk says why cilium-config's settings would lose a client's
 // queries across a cache rollout, or "". With socket load balancing in pod
 // namespaces (kube-proxy replacement's default), a pod's connect() to
@@ -97,12 +106,10 @@ func (r *Reconciler) checkCilium(ctx context.Context, ds *appsv1.DaemonSet) cili
 // no-termination profile, a connected UDP socket asking every 5 s lost 8 of
 // its 10 queries in a rollout; with termination, none.
 func socketLBRisk(cfg map[string]string) string {
-	kpr := cfg["kube-proxy-replacement"]
-	socketLB := kpr == "true" || kpr == "strict" || cfg["bpf-lb-sock"] == "true"
-	if !socketLB || cfg["bpf-lb-sock-hostns-only"] == "true" || cfg["bpf-lb-sock-terminate-pod-connections"] != "false" {
+	if !SocketLBInPods(cfg) || cfg["bpf-lb-sock-terminate-pod-connections"] != "false" {
 		return ""
 	}
-	return "socket load balancing runs in pod namespaces (kube-proxy-replacement=" + strconv.Quote(kpr) + ", bpf-lb-sock-hostns-only not \"true\") with bpf-lb-sock-terminate-pod-connections=\"false\": " +
+	return "socket load balancing runs in pod namespaces (kube-proxy-replacement=" + strconv.Quote(cfg["kube-proxy-replacement"]) + ", bpf-lb-sock-hostns-only not \"true\") with bpf-lb-sock-terminate-pod-connections=\"false\": " +
 		"a client that keeps a connected UDP socket to kube-dns (c-ares, Node.js) and sends nothing while a cache pod is replaced stays on the old pod's address " +
 		"and loses every later query until it opens a new socket (cilium/cilium#31012); set socketLB.terminatePodConnections=true (the agent's default) " +
 		"or socketLB.hostNamespaceOnly=true in Cilium's Helm values"

@@ -388,11 +388,11 @@ func evaluate(checks []compiledCheck, flows []*observerpb.GetFlowsResponse) []Re
 			}
 			if filters.Apply(ch.match.white, ch.match.black, ev) {
 				r.Matched++
-				fromNode := isNodeIdentity(f.GetSource().GetIdentity())
+				fromNode := FromNode(f)
 				if fromNode {
 					r.matchedFromNodes++
 				}
-				if firstMatch == nil || (!fromNode && isNodeIdentity(firstMatch.GetFlow().GetSource().GetIdentity())) {
+				if firstMatch == nil || (!fromNode && FromNode(firstMatch.GetFlow())) {
 					firstMatch = resp
 				}
 			}
@@ -420,10 +420,13 @@ const (
 	initIdentity = 5
 )
 
-// isNodeIdentity says whether a flow's source is a node's host network
-// namespace: Cilium's reserved identities host (this node) and remote-node.
-func isNodeIdentity(id uint32) bool {
+// FromNode says whether a flow's source is a node's host network
+// namespace (Cilium's reserved identities host, this node, and
+// remote-node): hostNetwork pods, such as classic NodeLocal DNSCache's
+// node-cache, and node processes.
+func FromNode(f *flowpb.Flow) bool {
 	const host, remoteNode = 1, 6
+	id := f.GetSource().GetIdentity()
 	return id == host || id == remoteNode
 }
 

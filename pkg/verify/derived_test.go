@@ -377,8 +377,8 @@ func TestBypassFromTheHost(t *testing.T) {
 	if r.Status != Fail || !strings.Contains(r.Why, want) {
 		t.Errorf("one bypass from a pod: %s %q; want FAIL with %q", r.Status, r.Why, want)
 	}
-	if id := r.Evidence.GetFlow().GetSource().GetIdentity(); isNodeIdentity(id) {
-		t.Errorf("evidence from identity %d; want the pod's flow", id)
+	if f := r.Evidence.GetFlow(); FromNode(f) {
+		t.Errorf("evidence from identity %d; want the pod's flow", f.GetSource().GetIdentity())
 	}
 	// The unchanged recording: a pod's bypass, no word of the host.
 	rep, _ = evaluateText(t, labConfig(), load(t, "bypass.jsonpb"))
