@@ -177,15 +177,15 @@ func newSuite(t *testing.T) *suite {
 	}
 	cfg, err := cluster.RESTConfig()
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	scheme, err := lrp.Scheme()
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	s := &suite{cluster: cluster, c: c, names: lrp.DefaultNames()}
 	if name := os.Getenv("LRPDNS_E2E_KUBE_DNS_SERVICE"); name != "" {
@@ -229,7 +229,7 @@ func (s *suite) queryMix(t *testing.T) []string {
 	for _, key := range []client.ObjectKey{{Namespace: "default", Name: "kubernetes"}, {Namespace: s.names.Namespace, Name: s.names.KubeDNSService}} {
 		svc := &corev1.Service{}
 		if err := s.c.Get(t.Context(), key, svc); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		mix = append(mix, fmt.Sprintf("%s.%s.svc.cluster.local=%s", key.Name, key.Namespace, svc.Spec.ClusterIP))
 	}
@@ -356,11 +356,11 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 			continue
 		}
 		if errs[i] != nil || r.Failed != 0 || r.Sent < kinds[i].minSent {
-			t.Errorf("%s (%s): %d sent (want at least %d), %d failed (%d wrong answers), first failures %q, answers %v: %v; want 0 failed", scenario, kinds[i].name, r.Sent, kinds[i].minSent, r.Failed, r.Wrong, r.Failures, r.Answers, errs[i])
+			errorf(t, "%s (%s): %d sent (want at least %d), %d failed (%d wrong answers), first failures %q, answers %v: %v; want 0 failed", scenario, kinds[i].name, r.Sent, kinds[i].minSent, r.Failed, r.Wrong, r.Failures, r.Answers, errs[i])
 		}
 	}
 	if took > d-3*time.Second {
-		t.Errorf("%s took %v, longer than the queries around it (%v)", scenario, took.Round(time.Second), d)
+		errorf(t, "%s took %v, longer than the queries around it (%v)", scenario, took.Round(time.Second), d)
 	}
 	return results[0]
 }
@@ -387,11 +387,11 @@ func (s *suite) startClient(t *testing.T) {
 		Data:       map[string]string{"resolve.js": resolveJS, "getent.sh": getentSh},
 	}
 	if err := s.c.Create(ctx, scripts); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	nodes := &corev1.NodeList{}
 	if err := s.c.List(ctx, nodes); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	for _, n := range nodes.Items {
 		s.nodes = append(s.nodes, n.Name)
@@ -415,7 +415,7 @@ func (s *suite) startClient(t *testing.T) {
 			}}},
 		}
 		if err := s.c.Create(ctx, probePod); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		s.clients[node] = name
 		pods = append(pods, name)
@@ -435,7 +435,7 @@ func (s *suite) startClient(t *testing.T) {
 			},
 		}
 		if err := s.c.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		pods = append(pods, c.pod)
 	}
@@ -476,15 +476,15 @@ func (s *suite) policyInPlace(t *testing.T) {
 func (s *suite) resolve(t *testing.T) {
 	r, err := s.probe(t.Context(), append([]string{"--count", "40", "--interval", "50ms"}, s.mix...)...)
 	if err != nil || r.Answered != r.Sent || r.Sent != 40 {
-		t.Errorf("%v: %+v, %v", s.mix, r, err)
+		errorf(t, "%v: %+v, %v", s.mix, r, err)
 	}
 	if s.clusterDNS != "" && r.Server != net.JoinHostPort(s.clusterDNS, "53") {
-		t.Errorf("the client asked %s, want its resolv.conf's %s", r.Server, s.clusterDNS)
+		errorf(t, "the client asked %s, want its resolv.conf's %s", r.Server, s.clusterDNS)
 	}
 	// A second, TCP run exercises the redirect's TCP port.
 	r, err = s.probe(t.Context(), append([]string{"--tcp", "--count", "20", "--interval", "50ms"}, s.mix...)...)
 	if err != nil || r.Answered != r.Sent || r.Sent != 20 {
-		t.Errorf("%v over TCP: %+v, %v", s.mix, r, err)
+		errorf(t, "%v over TCP: %+v, %v", s.mix, r, err)
 	}
 }
 
@@ -570,25 +570,25 @@ func (s *suite) migrate(t *testing.T, classic string) {
 	classicPods := func() int {
 		pods := &corev1.PodList{}
 		if err := s.c.List(ctx, pods, client.InNamespace(s.names.Namespace), client.MatchingLabels{"k8s-app": "node-local-dns"}); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		return len(pods.Items)
 	}
 	if classicPods() == 0 {
-		t.Fatal("no classic node-local-dns pod runs: nothing to migrate from")
+		fatal(t, "no classic node-local-dns pod runs: nothing to migrate from")
 	}
 	kubectl := func(args ...string) {
 		t.Helper()
 		t.Logf("+ kubectl %s", strings.Join(args, " "))
 		if out, err := s.cluster.Kubectl(ctx, args...); err != nil {
-			t.Fatalf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
+			fatalf(t, "kubectl %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
 	addressKey := client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.AddressPolicy(netip.MustParseAddr(s.clusterDNS))}
 	// Before: the client's resolv.conf names the address, classic answers
 	// there, and no lrpdns pod exists to answer instead.
 	if n := len(s.cachePods(t)); n != 0 {
-		t.Fatalf("%d lrpdns cache pods run before the migration; want none", n)
+		fatalf(t, "%d lrpdns cache pods run before the migration; want none", n)
 	}
 	s.resolve(t)
 	t.Logf("before the migration: classic answered the client's queries to %s (UDP and TCP)", s.clusterDNS)
@@ -641,7 +641,7 @@ func (s *suite) migrate(t *testing.T, classic string) {
 func (s *suite) ipv6ClusterIP(t *testing.T) string {
 	svc := &corev1.Service{}
 	if err := s.c.Get(t.Context(), client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.KubeDNSService}, svc); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	for _, ip := range svc.Spec.ClusterIPs {
 		if a, err := netip.ParseAddr(ip); err == nil && a.Is6() {
@@ -650,7 +650,7 @@ func (s *suite) ipv6ClusterIP(t *testing.T) string {
 		}
 	}
 	if os.Getenv("LRPDNS_E2E_DUAL_STACK") != "" {
-		t.Fatalf("LRPDNS_E2E_DUAL_STACK is set, but Service %s has no IPv6 ClusterIP (ClusterIPs %v, ipFamilyPolicy %v)",
+		fatalf(t, "LRPDNS_E2E_DUAL_STACK is set, but Service %s has no IPv6 ClusterIP (ClusterIPs %v, ipFamilyPolicy %v)",
 			s.names.KubeDNSService, svc.Spec.ClusterIPs, svc.Spec.IPFamilyPolicy)
 	}
 	return ""
@@ -670,7 +670,7 @@ func (s *suite) ipv6Clients(t *testing.T) {
 		}
 		r, err := s.probe(t.Context(), append(args, s.mix...)...)
 		if err != nil || r.Sent != 40 || r.Answered != r.Sent {
-			t.Errorf("probe %v: %+v, %v; want 40 answered", args, r, err)
+			errorf(t, "probe %v: %+v, %v; want 40 answered", args, r, err)
 		}
 	}
 	s.verifyPassesOver(t, flowpb.IPVersion_IPv6)
@@ -687,20 +687,20 @@ func (s *suite) bypassReported(t *testing.T) {
 	s.scaleController(t, 0)
 	p := &ciliumv2.CiliumLocalRedirectPolicy{}
 	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.Policy}, p); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	if err := s.c.Delete(ctx, p); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	removed := time.Now()
 	time.Sleep(3 * time.Second) // let the datapath drop the redirect
 	if r, err := s.probe(ctx, "--count", "10", "--interval", "50ms", "kubernetes.default.svc.cluster.local"); err != nil || r.Answered != r.Sent {
-		t.Errorf("without the policy: %+v, %v; want every query answered, by CoreDNS", r, err)
+		errorf(t, "without the policy: %+v, %v; want every query answered, by CoreDNS", r, err)
 	}
 	time.Sleep(2 * time.Second)
 	results, err := s.verify(t, time.Since(removed)+time.Second)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	t.Logf("lrpdns verify without the policy:\n%s", report(results))
 	found := false
@@ -712,7 +712,7 @@ func (s *suite) bypassReported(t *testing.T) {
 		}
 	}
 	if !found || results.Passed() {
-		t.Errorf("without the policy: no node has no-bypass FAIL, or verify passed:\n%s", report(results))
+		errorf(t, "without the policy: no node has no-bypass FAIL, or verify passed:\n%s", report(results))
 	}
 
 	s.scaleController(t, 2)
@@ -739,12 +739,12 @@ func (s *suite) scaleController(t *testing.T, n int32) {
 	ctx := t.Context()
 	d := &appsv1.Deployment{}
 	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: "lrpdns-controller"}, d); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	patch := client.MergeFrom(d.DeepCopy())
 	d.Spec.Replicas = &n
 	if err := s.c.Patch(ctx, d, patch); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	if n == 0 {
 		waitFor(t, 2*time.Minute, "the controller to stop", func() bool {
@@ -801,10 +801,10 @@ func (s *suite) clientPolicy(t *testing.T) {
 	apply := func(allowCache bool) {
 		u := &unstructured.Unstructured{}
 		if err := yaml.Unmarshal([]byte(clientPolicyYAML(allowCache, s.names.DaemonSet)), &u.Object); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		if err := s.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("lrpdns-e2e"), client.ForceOwnership); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 	}
 	t.Cleanup(func() {
@@ -823,21 +823,21 @@ func (s *suite) clientPolicy(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	rep, err := s.verify(t, time.Since(start)+time.Second)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	text := report(rep)
 	t.Logf("lrpdns verify with the kube-dns-only client policy:\n%s", text)
 	if rep.Passed() {
-		t.Error("verify passed with the client's queries denied")
+		errorf(t, "verify passed with the client's queries denied")
 	}
 	// Cilium records the denial as a drop event ("Policy denied DROPPED")
 	// or a policy verdict ("EGRESS DENIED"); either is the evidence.
 	if !strings.Contains(text, "Policy denied DROPPED") && !strings.Contains(text, "EGRESS DENIED") {
-		t.Error("verify report shows no denied query as evidence")
+		errorf(t, "verify report shows no denied query as evidence")
 	}
 	for _, want := range []string{"(POLICY_DENIED)", "egress policy allows kube-dns but not the cache pods"} {
 		if !strings.Contains(text, want) {
-			t.Errorf("verify report lacks %q", want)
+			errorf(t, "verify report lacks %q", want)
 		}
 	}
 
@@ -869,7 +869,7 @@ func (s *suite) cacheObjects(t *testing.T) []corev1.Pod {
 	t.Helper()
 	pods := &corev1.PodList{}
 	if err := s.c.List(t.Context(), pods, client.InNamespace(s.names.Namespace), client.MatchingLabels{"k8s-app": s.names.DaemonSet}); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	return pods.Items
 }
@@ -904,7 +904,7 @@ func (s *suite) rollout(t *testing.T) {
 	s.underLoad(t, "rollout restart", 60*time.Second, func() {
 		ds := &appsv1.DaemonSet{}
 		if err := s.c.Get(ctx, s.dsKey(), ds); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		patch := client.MergeFrom(ds.DeepCopy())
 		if ds.Spec.Template.Annotations == nil {
@@ -912,7 +912,7 @@ func (s *suite) rollout(t *testing.T) {
 		}
 		ds.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"] = time.Now().Format(time.RFC3339)
 		if err := s.c.Patch(ctx, ds, patch); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		time.Sleep(2 * time.Second)
 		waitFor(t, 3*time.Minute, "the rollout to finish", func() bool { return s.rolledOut(ctx) })
@@ -926,12 +926,12 @@ func (s *suite) portChange(t *testing.T) {
 	ctx := t.Context()
 	old := &ciliumv2.CiliumLocalRedirectPolicy{}
 	if err := s.c.Get(ctx, s.policyKey(), old); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	s.underLoad(t, "cache port 5353 -> 5354", 90*time.Second, func() {
 		ds := &appsv1.DaemonSet{}
 		if err := s.c.Get(ctx, s.dsKey(), ds); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		c := &ds.Spec.Template.Spec.Containers[0]
 		for i, a := range c.Args {
@@ -945,7 +945,7 @@ func (s *suite) portChange(t *testing.T) {
 			}
 		}
 		if err := s.c.Update(ctx, ds); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		p := s.waitRedirect(t, func(p *ciliumv2.CiliumLocalRedirectPolicy) bool {
 			return p.UID != old.UID && p.Spec.RedirectBackend.ToPorts[0].Port == "5354"
@@ -975,7 +975,7 @@ func (s *suite) verifyCLI(t *testing.T) {
 	} {
 		out, err := s.cluster.Kubectl(t.Context(), c.args...)
 		if err != nil || !strings.Contains(out, c.want) {
-			t.Errorf("kubectl %s: %v; output lacks %q:\n%s", strings.Join(c.args, " "), err, c.want, out)
+			errorf(t, "kubectl %s: %v; output lacks %q:\n%s", strings.Join(c.args, " "), err, c.want, out)
 		}
 	}
 	s.probeEveryNode(t, append([]string{"--count", "20", "--interval", "20ms"}, s.mix...)...)
@@ -986,12 +986,12 @@ func (s *suite) verifyCLI(t *testing.T) {
 		err := app.Run(t.Context(), args, &out, &errOut)
 		t.Logf("+ lrpdns %s\n%s%s", strings.Join(args, " "), errOut.String(), out.String())
 		if err != nil {
-			t.Errorf("lrpdns %s: %v", strings.Join(args, " "), err)
+			errorf(t, "lrpdns %s: %v", strings.Join(args, " "), err)
 			continue
 		}
 		for _, want := range []string{"port-forward", "PASS"} {
 			if !strings.Contains(errOut.String()+out.String(), want) {
-				t.Errorf("lrpdns %s: output lacks %q", strings.Join(args, " "), want)
+				errorf(t, "lrpdns %s: output lacks %q", strings.Join(args, " "), want)
 			}
 		}
 	}
@@ -1032,9 +1032,9 @@ func (s *suite) verifyDocs(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		t.Logf("+ %s\n%s", line, out)
 		if err != nil {
-			t.Errorf("%s: %v", line, err)
+			errorf(t, "%s: %v", line, err)
 		} else if !strings.Contains(string(out), "PASS: the node-local DNS path is proven") {
-			t.Errorf("%s: output lacks the PASS line", line)
+			errorf(t, "%s: output lacks the PASS line", line)
 		}
 	}
 }
@@ -1107,23 +1107,23 @@ func (s *suite) upstreamDeleted(t *testing.T) {
 	key := client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.UpstreamService}
 	before := &corev1.Service{}
 	if err := s.c.Get(ctx, key, before); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	pods := s.cachePods(t)
 	s.underLoad(t, "kube-dns-upstream deleted by hand", 30*time.Second, func() {
 		if err := s.c.Delete(ctx, before); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		after := &corev1.Service{}
 		waitFor(t, time.Minute, "kube-dns-upstream to be re-created", func() bool {
 			return s.c.Get(ctx, key, after) == nil && after.UID != before.UID
 		})
 		if after.Spec.ClusterIP != before.Spec.ClusterIP {
-			t.Errorf("kube-dns-upstream re-created on %s, want its previous address %s", after.Spec.ClusterIP, before.Spec.ClusterIP)
+			errorf(t, "kube-dns-upstream re-created on %s, want its previous address %s", after.Spec.ClusterIP, before.Spec.ClusterIP)
 		}
 	})
 	if now := s.cachePods(t); fmt.Sprint(now) != fmt.Sprint(pods) {
-		t.Errorf("cache pods %v -> %v: want no restart", pods, now)
+		errorf(t, "cache pods %v -> %v: want no restart", pods, now)
 	}
 }
 
@@ -1136,26 +1136,26 @@ func (s *suite) orphaned(t *testing.T) {
 	pods := s.cachePods(t)
 	up := &corev1.Service{}
 	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.UpstreamService}, up); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	s.underLoad(t, "DaemonSet deleted with --cascade=orphan and re-applied", 60*time.Second, func() {
 		if out, err := s.cluster.Kubectl(ctx, "-n", s.names.Namespace, "delete", "daemonset", s.names.DaemonSet, "--cascade=orphan"); err != nil {
-			t.Fatalf("%v: %s", err, out)
+			fatalf(t, "%v: %s", err, out)
 		}
 		waitFor(t, time.Minute, "the policy to go", func() bool {
 			return apierrors.IsNotFound(s.c.Get(ctx, s.policyKey(), &ciliumv2.CiliumLocalRedirectPolicy{}))
 		})
 		if out, err := s.cluster.Kubectl(ctx, "apply", "-k", s.cluster.Kustomization()); err != nil {
-			t.Fatalf("%v: %s", err, out)
+			fatalf(t, "%v: %s", err, out)
 		}
 		s.waitRedirect(t, nil)
 	})
 	if now := s.cachePods(t); fmt.Sprint(now) != fmt.Sprint(pods) {
-		t.Errorf("cache pods %v -> %v: want them adopted, not restarted", pods, now)
+		errorf(t, "cache pods %v -> %v: want them adopted, not restarted", pods, now)
 	}
 	after := &corev1.Service{}
 	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.UpstreamService}, after); err != nil || after.Spec.ClusterIP != up.Spec.ClusterIP {
-		t.Errorf("kube-dns-upstream %s (%v), want still %s", after.Spec.ClusterIP, err, up.Spec.ClusterIP)
+		errorf(t, "kube-dns-upstream %s (%v), want still %s", after.Spec.ClusterIP, err, up.Spec.ClusterIP)
 	}
 }
 
@@ -1167,10 +1167,10 @@ func (s *suite) deleteCache(t *testing.T) {
 	s.underLoad(t, "cache DaemonSet deleted", 40*time.Second, func() {
 		ds := &appsv1.DaemonSet{}
 		if err := s.c.Get(ctx, s.dsKey(), ds); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		if err := s.c.Delete(ctx, ds); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		waitFor(t, 2*time.Minute, "the policy and the cache pods to go", func() bool {
 			return apierrors.IsNotFound(s.c.Get(ctx, s.policyKey(), &ciliumv2.CiliumLocalRedirectPolicy{})) && len(s.cachePods(t)) == 0
@@ -1185,13 +1185,13 @@ func (s *suite) deleteCache(t *testing.T) {
 func (s *suite) uninstall(t *testing.T) {
 	ctx := t.Context()
 	if out, err := s.cluster.Kubectl(ctx, "apply", "-k", s.cluster.Kustomization()); err != nil {
-		t.Fatalf("%v: %s", err, out)
+		fatalf(t, "%v: %s", err, out)
 	}
 	s.waitRedirect(t, nil)
 	s.verifyPasses(t)
 	s.underLoad(t, "uninstall (kubectl delete -k)", 60*time.Second, func() {
 		if out, err := s.cluster.Kubectl(ctx, "delete", "-k", s.cluster.Kustomization(), "--wait=true"); err != nil {
-			t.Fatalf("%v: %s", err, out)
+			fatalf(t, "%v: %s", err, out)
 		}
 		waitFor(t, 2*time.Minute, "the policy, the cache pods and kube-dns-upstream to go", func() bool {
 			return apierrors.IsNotFound(s.c.Get(ctx, s.policyKey(), &ciliumv2.CiliumLocalRedirectPolicy{})) && len(s.cachePods(t)) == 0 &&
@@ -1264,7 +1264,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, onTim
 			for _, f := range onTimeout {
 				f()
 			}
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			fatalf(t, "timed out after %v waiting for %s", d, what)
 		}
 		time.Sleep(2 * time.Second)
 	}

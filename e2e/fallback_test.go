@@ -57,11 +57,11 @@ func TestCiliumFallback(t *testing.T) {
 	ctx := t.Context()
 	agent := &appsv1.DaemonSet{}
 	if err := s.c.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "cilium"}, agent); err != nil {
-		t.Fatalf("Cilium's DaemonSet kube-system/cilium: %v", err)
+		fatalf(t, "Cilium's DaemonSet kube-system/cilium: %v", err)
 	}
 	v, ok := lrp.AgentVersion(agent)
 	if !ok {
-		t.Fatalf("Cilium's DaemonSet has no versioned image")
+		fatalf(t, "Cilium's DaemonSet has no versioned image")
 	}
 	want := lrp.ExpectedCiliumBehaviour(v)
 	t.Logf("Cilium %s: lrpdns expects %+v", v, want)
@@ -72,29 +72,29 @@ func TestCiliumFallback(t *testing.T) {
 	waitFor(t, 3*time.Minute, "the cache to be rolled out", func() bool { return s.rolledOut(ctx) })
 	kubeDNS := &corev1.Service{}
 	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.names.Namespace, Name: s.names.KubeDNSService}, kubeDNS); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	ds := &appsv1.DaemonSet{}
 	if err := s.c.Get(ctx, s.dsKey(), ds); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	p, err := lrp.DesiredPolicy(s.names, kubeDNS, ds)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	policies := []*ciliumv2.CiliumLocalRedirectPolicy{p}
 	frontends := []string{kubeDNS.Spec.ClusterIP}
 	if s.clusterDNS != "" {
 		p, err := lrp.DesiredAddressPolicy(s.names, kubeDNS, ds, netip.MustParseAddr(s.clusterDNS))
 		if err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		policies = append(policies, p)
 		frontends = append(frontends, s.clusterDNS)
 	}
 	for _, p := range policies {
 		if err := s.c.Create(ctx, p); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 	}
 
@@ -105,7 +105,7 @@ func TestCiliumFallback(t *testing.T) {
 			began := time.Now()
 			r, err := s.probe(ctx, append([]string{"--server", fe, "--duration", "8s", "--interval", "50ms"}, s.mix...)...)
 			if err != nil && r.Sent == 0 {
-				t.Fatalf("probe %s: %v", fe, err)
+				fatalf(t, "probe %s: %v", fe, err)
 			}
 			time.Sleep(time.Second)
 			c := fallbackCount{sent: r.Sent, answered: r.Answered, failed: r.Failed}
@@ -156,7 +156,7 @@ func TestCiliumFallback(t *testing.T) {
 		}
 		patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.PodCondition{{Type: fallbackGate, Status: status}}}})
 		if err := s.c.Status().Patch(ctx, &pod, client.RawPatch(types.StrategicMergePatchType, patch)); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		waitFor(t, time.Minute, fmt.Sprintf("cache pod %s Ready=%v", pod.Name, open), func() bool {
 			return s.c.Get(ctx, client.ObjectKeyFromObject(&pod), &pod) == nil && podReady(&pod) == open
@@ -178,7 +178,7 @@ func TestCiliumFallback(t *testing.T) {
 	}
 	for i, c := range [][]fallbackCount{ready, readyAgain} {
 		if !redirected(c[0]) {
-			t.Errorf("Cilium %s: with the cache pod ready (%d), kube-dns's queries: %s; want every one answered, delivered to the cache pod", v, i+1, c[0])
+			errorf(t, "Cilium %s: with the cache pod ready (%d), kube-dns's queries: %s; want every one answered, delivered to the cache pod", v, i+1, c[0])
 		}
 	}
 	if len(frontends) > 1 {
@@ -192,7 +192,7 @@ func TestCiliumFallback(t *testing.T) {
 		got.AddressRedirect = want.AddressRedirect // not measured here
 	}
 	if got != want {
-		t.Errorf("Cilium %s measured %+v; lrpdns's table expects %+v: correct lrp's table of Cilium releases", v, got, want)
+		errorf(t, "Cilium %s measured %+v; lrpdns's table expects %+v: correct lrp's table of Cilium releases", v, got, want)
 	}
 }
 
@@ -201,10 +201,10 @@ func (s *suite) patchDaemonSet(t *testing.T, patch string) {
 	t.Helper()
 	ds := &appsv1.DaemonSet{}
 	if err := s.c.Get(t.Context(), s.dsKey(), ds); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	if err := s.c.Patch(t.Context(), ds, client.RawPatch(types.StrategicMergePatchType, []byte(patch))); err != nil {
-		t.Fatalf("patch DaemonSet %s: %v", patch, err)
+		fatalf(t, "patch DaemonSet %s: %v", patch, err)
 	}
 }
 
@@ -215,7 +215,7 @@ func (s *suite) deliveries(t *testing.T, since time.Duration) (toCache, toCoreDN
 	t.Helper()
 	rep, err := s.verify(t, since)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	for _, n := range rep.Nodes {
 		for _, r := range n.Checks {

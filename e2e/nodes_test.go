@@ -26,7 +26,7 @@ func (s *suite) podsByNode(t *testing.T, namespace string, labels map[string]str
 	t.Helper()
 	pods := &corev1.PodList{}
 	if err := s.c.List(t.Context(), pods, client.InNamespace(namespace), client.MatchingLabels(labels)); err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	out := map[string][]string{}
 	for _, p := range pods.Items {
@@ -50,7 +50,7 @@ func deliveredFrom(t *testing.T, flows []*observerpb.GetFlowsResponse, pod strin
 	}}
 	white, err := filters.BuildFilterList(t.Context(), f, filters.DefaultFilters(nil))
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	out := map[string]int{}
 	for _, resp := range flows {
@@ -79,7 +79,7 @@ func (s *suite) nodeLocal(t *testing.T) {
 	ctx := t.Context()
 	cfg, err := s.verifyConfig(t)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	caches := s.podsByNode(t, s.names.Namespace, map[string]string{"k8s-app": s.names.DaemonSet})
 	coreDNS := s.podsByNode(t, s.names.Namespace, map[string]string{"k8s-app": "kube-dns"})
@@ -87,45 +87,45 @@ func (s *suite) nodeLocal(t *testing.T) {
 	began := time.Now()
 	for _, node := range s.nodes {
 		if len(caches[node]) != 1 {
-			t.Fatalf("node %s runs cache pods %v, want one", node, caches[node])
+			fatalf(t, "node %s runs cache pods %v, want one", node, caches[node])
 		}
 		client := "default/" + s.clients[node]
 		start := time.Now()
 		r, err := s.probeFrom(ctx, s.clients[node], append([]string{"--count", "40", "--interval", "20ms"}, s.mix...)...)
 		if err != nil || r.Sent != 40 || r.Answered != r.Sent {
-			t.Errorf("node %s: probe: %+v, %v; want 40 answered", node, r, err)
+			errorf(t, "node %s: probe: %+v, %v; want 40 answered", node, r, err)
 		}
 		time.Sleep(time.Second)
 		flows, err := verify.FromServer(ctx, s.cluster.HubbleServer(), time.Since(start), cfg)
 		if err != nil {
-			t.Fatalf("failed to read flows from Hubble: %v", err)
+			fatalf(t, "failed to read flows from Hubble: %v", err)
 		}
 		got := deliveredFrom(t, flows, client, cfg.CachePort)
 		local := caches[node][0]
 		t.Logf("node %s: client %s answered by cache pod %s (%d delivered queries); all destinations: %v", node, client, local, got[local], got)
 		if got[local] == 0 {
-			t.Errorf("node %s: no query of %s delivered to its node's cache pod %s: %v", node, client, local, got)
+			errorf(t, "node %s: no query of %s delivered to its node's cache pod %s: %v", node, client, local, got)
 		}
 		for dst, n := range got {
 			if dst != local {
-				t.Errorf("node %s: %d queries of %s delivered to %q, not its node's cache pod %s", node, n, client, dst, local)
+				errorf(t, "node %s: %d queries of %s delivered to %q, not its node's cache pod %s", node, n, client, dst, local)
 			}
 		}
 	}
 	rep, err := s.verify(t, time.Since(began)+time.Second)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	t.Logf("lrpdns verify, per node:\n%s", report(rep))
 	for _, n := range rep.Nodes {
 		for _, c := range n.Checks {
 			if c.Name == "cache-to-coredns-tcp" && c.Status != verify.Pass {
-				t.Errorf("node %s (CoreDNS pods there: %v): %s %s: %s", n.Node, coreDNS[n.Node], c.Name, c.Status, c.Why)
+				errorf(t, "node %s (CoreDNS pods there: %v): %s %s: %s", n.Node, coreDNS[n.Node], c.Name, c.Status, c.Why)
 			}
 		}
 	}
 	if !rep.Passed() {
-		t.Errorf("lrpdns verify did not pass on every node")
+		errorf(t, "lrpdns verify did not pass on every node")
 	}
 	if len(coreDNS) == len(s.nodes) {
 		t.Logf("every node runs a CoreDNS pod: no cache had to reach CoreDNS on another node")
@@ -144,7 +144,7 @@ func (s *suite) drainNode(t *testing.T) {
 	setLabel := func(value *string) {
 		n := &corev1.Node{}
 		if err := s.c.Get(ctx, client.ObjectKey{Name: node}, n); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 		patch := client.MergeFrom(n.DeepCopy())
 		if value == nil {
@@ -153,7 +153,7 @@ func (s *suite) drainNode(t *testing.T) {
 			n.Labels[noCacheLabel] = *value
 		}
 		if err := s.c.Patch(ctx, n, patch); err != nil {
-			t.Fatal(err)
+			fatal(t, err)
 		}
 	}
 	// The DaemonSet keeps off labelled nodes: a template change, rolled out
@@ -163,7 +163,7 @@ func (s *suite) drainNode(t *testing.T) {
 	s.waitRedirect(t, nil)
 	cfg, err := s.verifyConfig(t)
 	if err != nil {
-		t.Fatal(err)
+		fatal(t, err)
 	}
 	s.underLoad(t, "node "+node+"'s cache drained", 75*time.Second, func() {
 		yes := "true"
@@ -180,7 +180,7 @@ func (s *suite) drainNode(t *testing.T) {
 		time.Sleep(10 * time.Second)
 		flows, err := verify.FromServer(ctx, s.cluster.HubbleServer(), time.Since(start), cfg)
 		if err != nil {
-			t.Errorf("failed to read flows from Hubble: %v", err)
+			errorf(t, "failed to read flows from Hubble: %v", err)
 		}
 		caches := s.podsByNode(t, s.names.Namespace, map[string]string{"k8s-app": s.names.DaemonSet})
 		coreDNS := s.podsByNode(t, s.names.Namespace, map[string]string{"k8s-app": "kube-dns"})
@@ -196,13 +196,13 @@ func (s *suite) drainNode(t *testing.T) {
 			for dst, count := range got {
 				switch {
 				case n == node && !isCoreDNS[dst]:
-					t.Errorf("drained node %s: %d queries delivered to %q, want CoreDNS only", n, count, dst)
+					errorf(t, "drained node %s: %d queries delivered to %q, want CoreDNS only", n, count, dst)
 				case n != node && (len(caches[n]) != 1 || dst != caches[n][0]):
-					t.Errorf("node %s: %d queries delivered to %q, want its own cache pod %v only", n, count, dst, caches[n])
+					errorf(t, "node %s: %d queries delivered to %q, want its own cache pod %v only", n, count, dst, caches[n])
 				}
 			}
 			if len(got) == 0 {
-				t.Errorf("node %s: no delivered query in the window", n)
+				errorf(t, "node %s: no delivered query in the window", n)
 			}
 		}
 		setLabel(nil)

@@ -456,7 +456,8 @@ down() {
   for d in "$LAB"/nodes/*/bpffs; do mountpoint -q "$d" 2>/dev/null && umount "$d"; done
   if [[ -d "$LAB/logs" ]]; then
     mkdir -p "$ARTIFACTS/logs"; cp -r "$LAB/logs/." "$ARTIFACTS/logs/"
-    find "$LAB"/nodes/*/node/pods -name '*.log' -exec cp {} "$ARTIFACTS/logs/" \; 2>/dev/null || true
+    # Every pod's logs, each in its own directory (NODE/node/pods/POD/).
+    (cd "$LAB/nodes" && find . -path '*/node/pods/*' -name '*.log' -exec cp --parents {} "$ARTIFACTS/logs/" \;) 2>/dev/null || true
   fi
   rm -rf "$LAB"
 }
