@@ -23,8 +23,9 @@ test-short: ## Unit tests only.
 	go test -short ./...
 
 .PHONY: fuzz
-fuzz: ## Fuzz the kube-dns ConfigMap parser for FUZZTIME (default 30s).
+fuzz: ## Fuzz the kube-dns ConfigMap and zones file parsers for FUZZTIME each (default 30s).
 	go test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./pkg/nodecache/internal/kubednsconfig/
+	go test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./pkg/nodecache/internal/zones/
 
 .PHONY: lint
 lint: ## golangci-lint v2 (installed into bin/).

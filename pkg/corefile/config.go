@@ -21,8 +21,23 @@ type Config struct {
 	ClusterDNS []netip.AddrPort
 	// NodeResolvers resolve every name outside the cluster and stub domains.
 	NodeResolvers []netip.AddrPort
-	// StubDomains send a domain to its own servers.
+	// StubDomains send a domain to its own servers (the kube-dns
+	// ConfigMap's stubDomains), with StubForward.
 	StubDomains []StubDomain
+	// Zones are server blocks users add: like stub domains, each with its
+	// own forward settings.
+	Zones []StubDomain
+
+	// ClusterForward, ExternalForward and StubForward are how the cluster
+	// DNS, the node's resolvers and the stub domains' servers are asked.
+	ClusterForward  Forward
+	ExternalForward Forward
+	StubForward     Forward
+
+	// NoIPv6Lookups answers AAAA queries outside the cluster domain with
+	// an empty NOERROR at once, for IPv4-only clusters whose upstreams
+	// should not see them.
+	NoIPv6Lookups bool
 
 	// Bind restricts the listeners to these addresses; empty means all.
 	Bind []netip.Addr
@@ -44,6 +59,51 @@ type Config struct {
 type StubDomain struct {
 	Domain  string
 	Servers []netip.AddrPort
+	// Forward is used for a zone; stub domains use Config.StubForward.
+	Forward Forward
+}
+
+// Forward is how a server block's forward plugin asks its upstreams.
+type Forward struct {
+	// Protocol is ProtocolTCP (force_tcp), ProtocolUDP (prefer_udp: UDP
+	// even for clients that asked over TCP) or ProtocolClient (the
+	// client's, and TCP after a truncated UDP answer).
+	Protocol string
+	// Policy picks the upstream to ask: random, round_robin or sequential.
+	Policy string
+	// MaxConcurrent caps the queries in flight; more are refused.
+	MaxConcurrent int
+}
+
+// Forward protocols and policies.
+const (
+	ProtocolTCP    = "tcp"
+	ProtocolUDP    = "udp"
+	ProtocolClient = "client"
+
+	PolicyRandom     = "random"
+	PolicyRoundRobin = "round_robin"
+	PolicySequential = "sequential"
+)
+
+// DefaultForwards are the forwards used unless configured otherwise: cluster
+// names over TCP (no conntrack races, no truncation), the node's resolvers
+// in their resolv.conf order, stub domains and zones as the client asked.
+func DefaultForwards() (cluster, external, stub Forward) {
+	return Forward{ProtocolTCP, PolicyRandom, 1000}, Forward{ProtocolClient, PolicySequential, 1000}, Forward{ProtocolClient, PolicyRandom, 1000}
+}
+
+func (f Forward) validate(field string) error {
+	if !slices.Contains([]string{ProtocolTCP, ProtocolUDP, ProtocolClient}, f.Protocol) {
+		return &FieldError{field + " protocol", f.Protocol, `"tcp", "udp" or "client"`}
+	}
+	if !slices.Contains([]string{PolicyRandom, PolicyRoundRobin, PolicySequential}, f.Policy) {
+		return &FieldError{field + " policy", f.Policy, `"random", "round_robin" or "sequential"`}
+	}
+	if f.MaxConcurrent < 1 || f.MaxConcurrent > 1_000_000 {
+		return &FieldError{field + " max concurrent", fmt.Sprint(f.MaxConcurrent), "a number from 1 to 1000000"}
+	}
+	return nil
 }
 
 // Cache configures the cache plugin in every server block.
@@ -121,25 +181,25 @@ func (c *Config) Validate() error {
 	if err := validServers("node resolvers", c.NodeResolvers); err != nil {
 		return err
 	}
-	reserved := []string{".", Zone(c.ClusterDomain), "in-addr.arpa.", "ip6.arpa."}
+	for _, f := range []struct {
+		name string
+		f    Forward
+	}{{"cluster forward", c.ClusterForward}, {"external forward", c.ExternalForward}, {"stub domain forward", c.StubForward}} {
+		if err := f.f.validate(f.name); err != nil {
+			return err
+		}
+	}
 	seen := map[string]bool{}
 	for _, s := range c.StubDomains {
-		field := fmt.Sprintf("stub domain %q", s.Domain)
-		if !ValidDomain(s.Domain) || slices.Contains(reserved, Zone(s.Domain)) {
-			return &FieldError{"stub domain", s.Domain, "a DNS domain other than ., the cluster domain, in-addr.arpa and ip6.arpa"}
+		if err := c.validateBlock("stub domain", s, seen); err != nil {
+			return err
 		}
-		if dns.IsSubDomain(Zone(c.ClusterDomain), Zone(s.Domain)) {
-			return &FieldError{"stub domain", s.Domain, fmt.Sprintf(
-				"a domain outside the cluster domain %s: names in it are the cluster DNS's, answered over TCP", c.ClusterDomain)}
+	}
+	for _, z := range c.Zones {
+		if err := c.validateBlock("zone", z, seen); err != nil {
+			return err
 		}
-		if seen[Zone(s.Domain)] {
-			return &FieldError{"stub domain", s.Domain, "each domain once"}
-		}
-		seen[Zone(s.Domain)] = true
-		if len(s.Servers) == 0 {
-			return &FieldError{field + " servers", "", "at least one IP address"}
-		}
-		if err := validServers(field+" servers", s.Servers); err != nil {
+		if err := z.Forward.validate(fmt.Sprintf("zone %q forward", z.Domain)); err != nil {
 			return err
 		}
 	}
@@ -162,6 +222,28 @@ func (c *Config) Validate() error {
 		return &FieldError{"lameduck", c.Lameduck.String(), "a duration of 0s or more"}
 	}
 	return c.Cache.validate()
+}
+
+// validateBlock checks a stub domain or zone (kind): a domain of its own,
+// outside the cluster domain, once among them all (seen), with servers.
+func (c *Config) validateBlock(kind string, s StubDomain, seen map[string]bool) error {
+	reserved := []string{".", Zone(c.ClusterDomain), "in-addr.arpa.", "ip6.arpa."}
+	if !ValidDomain(s.Domain) || slices.Contains(reserved, Zone(s.Domain)) {
+		return &FieldError{kind, s.Domain, "a DNS domain other than ., the cluster domain, in-addr.arpa and ip6.arpa"}
+	}
+	if dns.IsSubDomain(Zone(c.ClusterDomain), Zone(s.Domain)) {
+		return &FieldError{kind, s.Domain, fmt.Sprintf(
+			"a domain outside the cluster domain %s: names in it are the cluster DNS's, answered over TCP", c.ClusterDomain)}
+	}
+	if seen[Zone(s.Domain)] {
+		return &FieldError{kind, s.Domain, "each domain once among stub domains and zones"}
+	}
+	seen[Zone(s.Domain)] = true
+	field := fmt.Sprintf("%s %q servers", kind, s.Domain)
+	if len(s.Servers) == 0 {
+		return &FieldError{field, "", "at least one IP address"}
+	}
+	return validServers(field, s.Servers)
 }
 
 func (c *Cache) validate() error {

@@ -10,16 +10,20 @@ import (
 )
 
 func validConfig() *Config {
+	cluster, external, stub := DefaultForwards()
 	return &Config{
-		ClusterDomain: "cluster.local",
-		ClusterDNS:    []netip.AddrPort{netip.MustParseAddrPort("10.96.0.11:53")},
-		NodeResolvers: []netip.AddrPort{netip.MustParseAddrPort("[fd00::1]:53")},
-		Port:          5353,
-		HealthAddr:    ":8080",
-		ReadyAddr:     ":8181",
-		MetricsAddr:   ":9253",
-		Lameduck:      5 * time.Second,
-		Cache:         DefaultCache(),
+		ClusterForward:  cluster,
+		ExternalForward: external,
+		StubForward:     stub,
+		ClusterDomain:   "cluster.local",
+		ClusterDNS:      []netip.AddrPort{netip.MustParseAddrPort("10.96.0.11:53")},
+		NodeResolvers:   []netip.AddrPort{netip.MustParseAddrPort("[fd00::1]:53")},
+		Port:            5353,
+		HealthAddr:      ":8080",
+		ReadyAddr:       ":8181",
+		MetricsAddr:     ":9253",
+		Lameduck:        5 * time.Second,
+		Cache:           DefaultCache(),
 	}
 }
 
@@ -58,6 +62,22 @@ func TestValidateNamesFieldAndValue(t *testing.T) {
 		{"denial capacity", func(c *Config) { c.Cache.DenialCapacity = 0 }, "cache denial capacity", "0"},
 		{"stale mode", func(c *Config) { c.Cache.StaleMode = "lazy" }, "serve_stale mode", "lazy"},
 		{"stale TTL", func(c *Config) { c.Cache.StaleTTL = 1500 * time.Millisecond }, "serve_stale TTL", "1.5s"},
+		{"no forward set", func(c *Config) { c.ExternalForward = Forward{} }, "external forward protocol", ""},
+		{"forward protocol", func(c *Config) { c.ClusterForward.Protocol = "force_tcp" }, "cluster forward protocol", "force_tcp"},
+		{"forward policy", func(c *Config) { c.StubForward.Policy = "least_loaded" }, "stub domain forward policy", "least_loaded"},
+		{"forward max concurrent", func(c *Config) { c.ClusterForward.MaxConcurrent = 0 }, "cluster forward max concurrent", "0"},
+		{"zone also a stub domain", func(c *Config) {
+			c.StubDomains = []StubDomain{stub("acme.local", "10.0.0.1:53")}
+			z := stub("Acme.Local.", "10.0.0.2:53")
+			z.Forward = c.StubForward
+			c.Zones = []StubDomain{z}
+		}, "zone", "Acme.Local."},
+		{"zone policy", func(c *Config) {
+			z := stub("corp.example", "10.0.0.2:53")
+			z.Forward = c.StubForward
+			z.Forward.Policy = "weighted"
+			c.Zones = []StubDomain{z}
+		}, `zone "corp.example" forward policy`, "weighted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,8 +21,11 @@ import (
 // at once instead of after the forward's timeouts.
 //
 // corefileTemplate is one block for the cluster domain and reverse zones
-// (forwarded to the cluster DNS over TCP), one per stub domain, and the root
-// zone forwarded to the node's resolvers. health and ready are process-wide
+// (forwarded to the cluster DNS, over TCP by default), one per stub domain
+// and zone, and the root zone forwarded to the node's resolvers.
+// NoIPv6Lookups keeps off the cluster block: the cluster DNS answers its
+// names itself, and an empty AAAA answer there would end a search-path
+// walk early for resolvers that take NODATA as "the name exists". health and ready are process-wide
 // and so live in the first block only.
 var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.FuncMap{
 	"servers": servers,
@@ -36,8 +39,7 @@ var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.Fun
     }{{ end }}
     ready {{ .ReadyAddr }}
     forward . {{ servers .ClusterDNS }} {
-        force_tcp
-        max_concurrent 1000
+{{- template "forward" .ClusterForward }}
         health_check 0.5s domain {{ .ClusterDomain }}.
         failfast_all_unhealthy_upstreams
     }
@@ -46,8 +48,9 @@ var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.Fun
 
 {{ .Zone }} {
 {{- template "common" .Common }}
+{{- template "noipv6" .Common }}
     forward . {{ servers .Servers }} {
-        max_concurrent 1000
+{{- template "forward" .Forward }}
         health_check 0.5s domain {{ .Domain }}
         failfast_all_unhealthy_upstreams
     }
@@ -56,9 +59,9 @@ var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.Fun
 
 {{ .RootZone }} {
 {{- template "common" . }}
+{{- template "noipv6" . }}
     forward . {{ servers .NodeResolvers }} {
-        policy sequential
-        max_concurrent 1000
+{{- template "forward" .ExternalForward }}
         failfast_all_unhealthy_upstreams
     }
 }
@@ -83,6 +86,24 @@ var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.Fun
 {{- end }}
     }
     loopguard
+{{- end }}
+{{- define "noipv6" }}
+{{- if .NoIPv6Lookups }}
+    template ANY AAAA {
+        rcode NOERROR
+    }
+{{- end }}
+{{- end }}
+{{- define "forward" }}
+{{- if eq .Protocol "tcp" }}
+        force_tcp
+{{- else if eq .Protocol "udp" }}
+        prefer_udp
+{{- end }}
+{{- if ne .Policy "random" }}
+        policy {{ .Policy }}
+{{- end }}
+        max_concurrent {{ .MaxConcurrent }}
 {{- end }}`))
 
 type view struct {
@@ -97,11 +118,12 @@ type stubView struct {
 	Zone    string
 	Domain  string // fully qualified, for the health check
 	Servers []netip.AddrPort
+	Forward Forward
 	Common  view // the shared directives, with the stub's share of the cache
 }
 
 // StubCacheBudget is how many answers of each kind (success, denial) the
-// stub domains' caches hold together: each stub domain is a server block
+// stub domains' and zones' caches hold together: each stub domain is a server block
 // with its own cache, so with 32 stub domains at the main blocks' capacity
 // a client asking new names in each could make the cache hold 32 times
 // the memory (make soak measured 134 MiB, past the pod's limit, before
@@ -132,12 +154,19 @@ func Render(c *Config) ([]byte, error) {
 	}
 	v.BindList = strings.Join(bind, " ")
 	stubConfig := *c
-	stubConfig.Cache.SuccessCapacity = stubCapacity(c.Cache.SuccessCapacity, len(c.StubDomains))
-	stubConfig.Cache.DenialCapacity = stubCapacity(c.Cache.DenialCapacity, len(c.StubDomains))
+	blocks := len(c.StubDomains) + len(c.Zones)
+	stubConfig.Cache.SuccessCapacity = stubCapacity(c.Cache.SuccessCapacity, blocks)
+	stubConfig.Cache.DenialCapacity = stubCapacity(c.Cache.DenialCapacity, blocks)
 	common := v
 	common.Config = &stubConfig
+	add := func(s StubDomain, f Forward) {
+		v.Stubs = append(v.Stubs, stubView{Zone: strings.TrimSuffix(Zone(s.Domain), ".") + port, Domain: Zone(s.Domain), Servers: s.Servers, Forward: f, Common: common})
+	}
 	for _, s := range c.StubDomains {
-		v.Stubs = append(v.Stubs, stubView{Zone: strings.TrimSuffix(Zone(s.Domain), ".") + port, Domain: Zone(s.Domain), Servers: s.Servers, Common: common})
+		add(s, c.StubForward)
+	}
+	for _, z := range c.Zones {
+		add(z, z.Forward)
 	}
 	slices.SortFunc(v.Stubs, func(a, b stubView) int { return strings.Compare(a.Zone, b.Zone) })
 

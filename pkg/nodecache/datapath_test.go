@@ -323,3 +323,42 @@ func TestReplacedConfigMapDirectoryIsLive(t *testing.T) {
 	t.Logf("applied %v after the directory was created again", time.Since(start).Round(time.Millisecond))
 	h.mustAnswer("db.acme.local", "10.10.0.9")
 }
+
+// TestZonesFileIsLiveAndKeepsLastGood: a zone added to the zones file (a
+// ConfigMap volume) is served on the file event alone, over the protocol it
+// names; a broken file is refused, naming the field, and the zone keeps
+// being served.
+func TestZonesFileIsLiveAndKeepsLastGood(t *testing.T) {
+	dir := t.TempDir()
+	h := newHarness(t, func(h *harness) { h.opts.ZonesFile = filepath.Join(dir, "zones.yaml") })
+	_, gen0 := h.metric("lrpdns_node_cache_config_generation")
+	h.mustAnswer("before.corp.example", "192.0.2.1") // no zone yet: the node's resolver
+
+	corp := startDNS(t, "10.160.0.10", 30)
+	writeConfigMap(t, dir, map[string]string{"zones.yaml": fmt.Sprintf("zones:\n- zone: corp.example\n  servers: [%q]\n  protocol: tcp\n", corp.Addr)})
+	i := 0
+	if !eventually(5*time.Second, func() bool {
+		i++
+		r, err := h.query("udp", fmt.Sprintf("n%d.corp.example", i))
+		return err == nil && len(r.Answer) == 1 && r.Answer[0].(*dns.A).A.String() == "10.160.0.10"
+	}) {
+		t.Fatalf("zone not served 5s after the zones file changed; logs:\n%s", h.logs)
+	}
+	if _, gen := h.metric("lrpdns_node_cache_config_generation"); gen != gen0+1 {
+		t.Errorf("config_generation = %v, want %v", gen, gen0+1)
+	}
+	wantOnly(t, corp, fmt.Sprintf("n%d.corp.example", i), "tcp", 1)
+
+	writeConfigMap(t, dir, map[string]string{"zones.yaml": "zones:\n- zone: corp.example\n  servers: [10.160.0.10]\n  protocol: quic\n"})
+	if !eventually(5*time.Second, func() bool {
+		_, ok := h.metric("lrpdns_node_cache_config_last_reload_successful")
+		return ok == 0
+	}) {
+		t.Fatalf("broken zones file not noticed within 5s; logs:\n%s", h.logs)
+	}
+	if logs := h.logs.String(); !strings.Contains(logs, `zone \"corp.example\" forward protocol \"quic\"`) {
+		t.Errorf("log does not name the field and value:\n%s", logs)
+	}
+	h.mustAnswer("still.corp.example", "10.160.0.10")
+	wantOnly(t, corp, "still.corp.example", "tcp", 1)
+}

@@ -9,10 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/miekg/dns"
 
 	"github.com/lrpdns/lrpdns/pkg/corefile"
 	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/coredns"
@@ -149,7 +151,8 @@ func TestRenderGoldenStarts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			up := startDNS(t, "192.0.2.53", 30).Addr
+			upstream := startDNS(t, "192.0.2.53", 30)
+			up := upstream.Addr
 			local := func(s []netip.AddrPort) {
 				for i := range s {
 					s[i] = up
@@ -157,7 +160,7 @@ func TestRenderGoldenStarts(t *testing.T) {
 			}
 			local(cfg.ClusterDNS)
 			local(cfg.NodeResolvers)
-			for _, stub := range cfg.StubDomains {
+			for _, stub := range append(slices.Clone(cfg.StubDomains), cfg.Zones...) {
 				local(stub.Servers)
 			}
 			cfg.Port, cfg.Lameduck = 0, 0
@@ -178,19 +181,48 @@ func TestRenderGoldenStarts(t *testing.T) {
 			if len(inst.Addrs()) == 0 {
 				t.Fatalf("listening on nothing")
 			}
-			zones := []string{"kubernetes.default.svc." + cfg.ClusterDomain, "www.example.com"}
+			// A name in each block, with the forward that asks its upstream.
+			type block struct {
+				name    string
+				forward corefile.Forward
+				cluster bool
+			}
+			blocks := []block{{"kubernetes.default.svc." + cfg.ClusterDomain, cfg.ClusterForward, true}, {"www.example.com", cfg.ExternalForward, false}}
 			for _, stub := range cfg.StubDomains {
-				zones = append(zones, "x."+stub.Domain)
+				blocks = append(blocks, block{"x." + stub.Domain, cfg.StubForward, false})
+			}
+			for _, z := range cfg.Zones {
+				blocks = append(blocks, block{"x." + z.Domain, z.Forward, false})
 			}
 			for _, a := range inst.Addrs() {
 				host, port, _ := net.SplitHostPort(a.String())
 				if ip := net.ParseIP(host); ip.IsUnspecified() {
 					host = "127.0.0.1"
 				}
-				for _, name := range zones {
-					r, err := exchange(a.Network(), net.JoinHostPort(host, port), name)
+				addr := net.JoinHostPort(host, port)
+				for _, b := range blocks {
+					// A name of its own per listener: not answered from the cache.
+					name := a.Network() + "." + b.name
+					r, err := exchange(a.Network(), addr, name)
 					if err != nil || len(r.Answer) != 1 {
 						t.Errorf("%s over %s: %v, %v", name, a.Network(), r, err)
+						continue
+					}
+					want := map[string]string{corefile.ProtocolTCP: "tcp", corefile.ProtocolUDP: "udp", corefile.ProtocolClient: a.Network()}[b.forward.Protocol]
+					if q := upstream.QueriesFor(name); len(q) == 0 || q[len(q)-1].Net != want {
+						t.Errorf("%s asked over %s reached its upstream as %v, want over %s (forward protocol %q)", name, a.Network(), q, want, b.forward.Protocol)
+					}
+					// AAAA: outside the cluster domain, --no-ipv6-lookups
+					// answers empty and asks no upstream.
+					aaaa := "aaaa." + name
+					r, err = exchangeType(a.Network(), addr, aaaa, dns.TypeAAAA)
+					if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
+						t.Errorf("AAAA %s over %s: %v, %v; want an empty NOERROR", aaaa, a.Network(), r, err)
+						continue
+					}
+					asked := len(upstream.QueriesFor(aaaa)) > 0
+					if filtered := cfg.NoIPv6Lookups && !b.cluster; asked == filtered {
+						t.Errorf("AAAA %s over %s: upstream asked %v, want %v (no IPv6 lookups %v)", aaaa, a.Network(), asked, !filtered, cfg.NoIPv6Lookups)
 					}
 				}
 			}

@@ -91,8 +91,12 @@ func (h *harness) query(network, name string) (*dns.Msg, error) {
 }
 
 func exchange(network, addr, name string) (*dns.Msg, error) {
+	return exchangeType(network, addr, name, dns.TypeA)
+}
+
+func exchangeType(network, addr, name string, qtype uint16) (*dns.Msg, error) {
 	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	m.SetQuestion(dns.Fqdn(name), qtype)
 	c := &dns.Client{Net: network, Timeout: 2 * time.Second}
 	r, _, err := c.Exchange(m, addr)
 	return r, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lrpdns/lrpdns/pkg/corefile"
 	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/kubednsconfig"
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/zones"
 )
 
 // Config reads every input and returns the validated configuration.
@@ -24,6 +25,11 @@ func (o *Options) Config() (*corefile.Config, error) {
 		Lameduck:      o.Lameduck,
 		Cache:         o.Cache,
 		LogQueries:    o.LogQueries,
+		NoIPv6Lookups: o.NoIPv6Lookups,
+	}
+	c.ClusterForward, c.ExternalForward, c.StubForward = o.ClusterForward, o.ExternalForward, o.StubForward
+	for _, f := range []*corefile.Forward{&c.ClusterForward, &c.ExternalForward, &c.StubForward} {
+		f.MaxConcurrent = o.ForwardMaxConcurrent
 	}
 	for _, b := range o.Bind {
 		a, err := netip.ParseAddr(b)
@@ -41,6 +47,9 @@ func (o *Options) Config() (*corefile.Config, error) {
 		return nil, err
 	}
 	c.StubDomains = km.StubDomains
+	if c.Zones, err = zones.Read(o.ZonesFile); err != nil {
+		return nil, err
+	}
 	resolversFrom := kubednsconfig.FieldPrefix + kubednsconfig.KeyUpstreamNameservers
 	if c.NodeResolvers = km.UpstreamNameservers; len(c.NodeResolvers) == 0 {
 		if c.NodeResolvers, err = o.nodeResolvers(); err != nil {
@@ -63,6 +72,11 @@ func (o *Options) Config() (*corefile.Config, error) {
 	}
 	for _, sd := range c.StubDomains {
 		if err := g.check(fmt.Sprintf("%s%s[%q]", kubednsconfig.FieldPrefix, kubednsconfig.KeyStubDomains, sd.Domain), sd.Servers); err != nil {
+			return nil, err
+		}
+	}
+	for _, z := range c.Zones {
+		if err := g.check(fmt.Sprintf("zones file %s zone %q servers", o.ZonesFile, z.Domain), z.Servers); err != nil {
 			return nil, err
 		}
 	}

@@ -55,6 +55,15 @@ type Options struct {
 	Lameduck               time.Duration
 	Cache                  corefile.Cache
 	LogQueries             bool
+	// ClusterForward, ExternalForward and StubForward ask the cluster DNS,
+	// the node's resolvers and the stub domains' servers; their
+	// MaxConcurrent is ForwardMaxConcurrent.
+	ClusterForward, ExternalForward, StubForward corefile.Forward
+	ForwardMaxConcurrent                         int
+	NoIPv6Lookups                                bool
+	// ZonesFile holds server blocks users add (package zones); a missing
+	// file is none.
+	ZonesFile string
 	// CheckInterval re-reads the inputs even when no file event arrived
 	// (bind-mounted files such as resolv.conf send none).
 	CheckInterval time.Duration
@@ -75,6 +84,7 @@ type Options struct {
 
 // DefaultOptions are the values used for flags that are not given.
 func DefaultOptions() Options {
+	cluster, external, stub := corefile.DefaultForwards()
 	return Options{
 		ClusterDomain:    "cluster.local",
 		UpstreamService:  "kube-dns-upstream",
@@ -88,9 +98,14 @@ func DefaultOptions() Options {
 		MetricsAddr:      ":9253",
 		Lameduck:         5 * time.Second,
 		Cache:            corefile.DefaultCache(),
-		CheckInterval:    10 * time.Second,
-		MaxTCPConns:      front.DefaultLimits.MaxTCPConns,
-		MaxTCPQueries:    front.DefaultLimits.MaxTCPQueries,
+		ClusterForward:   cluster,
+		ExternalForward:  external,
+		StubForward:      stub,
+		// Every forward's default.
+		ForwardMaxConcurrent: cluster.MaxConcurrent,
+		CheckInterval:        10 * time.Second,
+		MaxTCPConns:          front.DefaultLimits.MaxTCPConns,
+		MaxTCPQueries:        front.DefaultLimits.MaxTCPQueries,
 	}
 }
 
@@ -146,6 +161,16 @@ func ParseFlags(name string, args []string, stderr io.Writer) (Options, error) {
 	fs.DurationVar(&o.Cache.StaleVerifyTimeout, "serve-stale-verify-timeout", o.Cache.StaleVerifyTimeout, "in verify mode, answer stale after waiting this long for the upstream (0: its own timeout)")
 	fs.DurationVar(&o.Cache.StaleTTL, "serve-stale-ttl", o.Cache.StaleTTL, "TTL of a stale answer")
 	fs.BoolVar(&o.LogQueries, "log-queries", o.LogQueries, "log every query")
+	for _, f := range []struct {
+		name, what string
+		fw         *corefile.Forward
+	}{{"cluster", "the cluster DNS", &o.ClusterForward}, {"external", "the node's resolvers", &o.ExternalForward}, {"stub", "stub domains' servers", &o.StubForward}} {
+		fs.StringVar(&f.fw.Protocol, f.name+"-forward-protocol", f.fw.Protocol, `ask `+f.what+` over "tcp", "udp" or the "client"'s protocol`)
+		fs.StringVar(&f.fw.Policy, f.name+"-forward-policy", f.fw.Policy, `pick among `+f.what+`: "random", "round_robin" or "sequential"`)
+	}
+	fs.IntVar(&o.ForwardMaxConcurrent, "forward-max-concurrent", o.ForwardMaxConcurrent, "queries in flight to each server block's upstreams; more are refused")
+	fs.BoolVar(&o.NoIPv6Lookups, "no-ipv6-lookups", o.NoIPv6Lookups, "answer AAAA queries outside the cluster domain with an empty answer (IPv4-only clusters)")
+	fs.StringVar(&o.ZonesFile, "zones-file", o.ZonesFile, "YAML `FILE` of server blocks to add (zones: [{zone, servers, protocol, policy, maxConcurrent}])")
 	fs.DurationVar(&o.CheckInterval, "config-check-interval", o.CheckInterval, "re-read the inputs this often even without file events")
 	fs.IntVar(&o.MaxTCPConns, "max-tcp-connections", o.MaxTCPConns, "concurrent TCP connections; one more is closed at once")
 	fs.IntVar(&o.MaxTCPQueries, "max-tcp-queries", o.MaxTCPQueries, "queries one TCP connection may carry before the cache closes it")

@@ -173,8 +173,8 @@ func (s *Server) applied(text []byte) {
 	configLastReloadOK.Set(1)
 }
 
-// watcher reports file events in the ConfigMap directory and resolv.conf's
-// directory, and in their parents, so that a directory deleted and created
+// watcher reports file events in the ConfigMap directory, resolv.conf's
+// directory and the zones file's, and in their parents, so that a directory deleted and created
 // again (a volume replaced) is watched again at once. Watching directories
 // catches the ConfigMap volume's symlink swap; the periodic check covers
 // what sends no events.
@@ -190,6 +190,9 @@ func (s *Server) watch() *watcher {
 		return &watcher{}
 	}
 	w := &watcher{w: fw, dirs: []string{filepath.Clean(s.opts.KubeDNSConfigDir), filepath.Dir(s.opts.ResolvConf)}}
+	if s.opts.ZonesFile != "" {
+		w.dirs = append(w.dirs, filepath.Dir(s.opts.ZonesFile))
+	}
 	for _, dir := range w.dirs {
 		for _, d := range []string{dir, filepath.Dir(dir)} {
 			if err := fw.Add(d); err != nil && !errors.Is(err, os.ErrNotExist) {

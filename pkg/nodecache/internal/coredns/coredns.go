@@ -19,6 +19,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/log"
 	_ "github.com/coredns/coredns/plugin/metrics"
 	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/template"
 
 	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/front"
 	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/loopguard"
@@ -34,6 +35,7 @@ var Directives = []string{
 	"errors",
 	"log",
 	"cache",
+	"template", // --no-ipv6-lookups only
 	"loopguard", // CoreDNS's loop, reporting instead of exiting
 	"forward",
 }
