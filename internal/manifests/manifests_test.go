@@ -3,7 +3,6 @@ package manifests
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net/netip"
 	"os"
@@ -19,9 +18,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -44,36 +41,20 @@ func render(t *testing.T, components ...string) []*unstructured.Unstructured {
 
 func decode(t *testing.T, b []byte) []*unstructured.Unstructured {
 	t.Helper()
-	d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-	var out []*unstructured.Unstructured
-	for {
-		u := &unstructured.Unstructured{}
-		err := d.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
+	objs, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return objs
 }
 
 func typed[T any](t *testing.T, objs []*unstructured.Unstructured, kind, name string) *T {
 	t.Helper()
-	for _, u := range objs {
-		if u.GetKind() == kind && u.GetName() == name {
-			v := new(T)
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, v, true); err != nil {
-				t.Fatalf("%s %s: %v", kind, name, err)
-			}
-			return v
-		}
+	v, err := Typed[T](objs, kind, name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no %s %s in the rendered manifests", kind, name)
-	return nil
+	return v
 }
 
 func TestInstallYAMLIsUpToDate(t *testing.T) {
