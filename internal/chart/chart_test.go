@@ -82,6 +82,7 @@ func TestChartRendersWhatKustomizeDoes(t *testing.T) {
 			"nodeCache":         map[string]any{"name": "lrpdns-node-cache", "upstreamService": "lrpdns-upstream"}}},
 		{"prometheus and grafana", []string{"components/prometheus", "components/grafana-dashboard"}, map[string]any{
 			"serviceMonitors": map[string]any{"enabled": true}, "grafanaDashboard": map[string]any{"enabled": true}}},
+		{"network-policy", []string{"components/network-policy"}, map[string]any{"networkPolicy": map[string]any{"enabled": true}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -286,7 +287,7 @@ func TestChartAcceptedByAPIServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for i, values := range []map[string]any{nil, knobs, {"grafanaDashboard": map[string]any{"enabled": true}, "redirectAddresses": []string{"169.254.20.10"}}} {
+	for i, values := range []map[string]any{nil, knobs, {"grafanaDashboard": map[string]any{"enabled": true}, "networkPolicy": map[string]any{"enabled": true}, "redirectAddresses": []string{"169.254.20.10"}}} {
 		out, err := Render(h, chartDir, "kube-system", values)
 		if err != nil {
 			t.Fatal(err)

@@ -82,7 +82,7 @@ func TestAcceptedByAPIServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	objs := render(t, "components/prometheus", "components/grafana-dashboard")
+	objs := render(t, "components/prometheus", "components/grafana-dashboard", "components/network-policy")
 	applied, want := 0, 0
 	for _, u := range objs {
 		if u.GetAPIVersion() == "monitoring.coreos.com/v1" {
@@ -96,8 +96,8 @@ func TestAcceptedByAPIServer(t *testing.T) {
 		}
 		applied++
 	}
-	if applied != want || want < 8 {
-		t.Errorf("%d of %d objects accepted, want all of the base's 7 and the dashboard", applied, want)
+	if applied != want || want < 10 {
+		t.Errorf("%d of %d objects accepted, want all of the base's 7, the dashboard and the 2 policies", applied, want)
 	}
 }
 

@@ -1,7 +1,7 @@
 // Package testenv starts a real kube-apiserver and etcd for integration
 // tests (envtest, binaries from KUBEBUILDER_ASSETS, built by
 // hack/k8s-bins.sh), with the OwnerReferencesPermissionEnforcement admission
-// plugin on as OpenShift has it, and Cilium's own CiliumLocalRedirectPolicy CRD from the
+// plugin on as OpenShift has it, and Cilium's own CiliumLocalRedirectPolicy and CiliumNetworkPolicy CRDs from the
 // cilium module. Only tests import it.
 package testenv
 
@@ -21,7 +21,8 @@ import (
 // ErrNoAssets says why integration tests skip.
 var ErrNoAssets = errors.New("KUBEBUILDER_ASSETS is unset; run make test, which builds kube-apiserver and etcd from the module proxy")
 
-// Start starts kube-apiserver and etcd, with the CLRP CRD when withCRD.
+// Start starts kube-apiserver and etcd, with the CiliumLocalRedirectPolicy
+// and CiliumNetworkPolicy CRDs when withCRD.
 func Start(withCRD bool) (*envtest.Environment, *rest.Config, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, nil, ErrNoAssets
@@ -31,8 +32,8 @@ func Start(withCRD bool) (*envtest.Environment, *rest.Config, error) {
 	// on the owner's finalizers.
 	env.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	if withCRD {
-		crd := CLRPCRD()
-		env.CRDs = []*apiextensionsv1.CustomResourceDefinition{&crd}
+		clrp, cnp := CLRPCRD(), ciliumclient.GetPregeneratedCRD(slog.New(slog.DiscardHandler), ciliumclient.CNPCRDName)
+		env.CRDs = []*apiextensionsv1.CustomResourceDefinition{&clrp, &cnp}
 	}
 	cfg, err := env.Start()
 	if err != nil {
