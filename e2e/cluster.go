@@ -29,8 +29,16 @@ type Cluster interface {
 	Image() string
 	// Kubectl runs kubectl against the cluster and returns its stdout.
 	Kubectl(ctx context.Context, args ...string) (string, error)
-	// Kustomization is the directory that was applied to install lrpdns.
+	// Kustomization is the directory that was applied to install lrpdns
+	// (kubectl apply -k), or with Helm the kustomization that renders the
+	// same objects (the migration guide's steps use it).
 	Kustomization() string
+	// Install installs lrpdns again as it was installed (kubectl apply -k,
+	// or helm upgrade --install); Uninstall removes it that way and waits.
+	// UninstallCommand names the command, for reports.
+	Install(ctx context.Context) (string, error)
+	Uninstall(ctx context.Context) (string, error)
+	UninstallCommand() string
 }
 
 // fromEnv builds the provider hack/e2e.sh describes in the environment:
@@ -41,6 +49,10 @@ type Cluster interface {
 //	LRPDNS_E2E_IMAGE       the lrpdns image
 //	LRPDNS_E2E_KUSTOMIZATION  the directory applied with kubectl apply -k
 //	LRPDNS_E2E_KUBE_DNS_SERVICE  kube-dns's Service name, if not kube-dns
+//	LRPDNS_E2E_HELM_CHART  the chart installed as release lrpdns in kube-system
+//	                       instead of the kustomization, with
+//	LRPDNS_E2E_HELM        the helm binary and
+//	LRPDNS_E2E_HELM_VALUES its values file, if any
 //
 // or, for the lab (hack/e2e-lab.sh), LRPDNS_E2E_PROVIDER=lab, the same, and
 //
@@ -52,6 +64,12 @@ func fromEnv() (Cluster, error) {
 		kubectl:       os.Getenv("LRPDNS_E2E_KUBECTL"),
 		image:         os.Getenv("LRPDNS_E2E_IMAGE"),
 		kustomization: os.Getenv("LRPDNS_E2E_KUSTOMIZATION"),
+		helm:          os.Getenv("LRPDNS_E2E_HELM"),
+		chart:         os.Getenv("LRPDNS_E2E_HELM_CHART"),
+		values:        os.Getenv("LRPDNS_E2E_HELM_VALUES"),
+	}
+	if k.chart != "" && k.helm == "" {
+		return nil, fmt.Errorf("LRPDNS_E2E_HELM_CHART is set: set LRPDNS_E2E_HELM too")
 	}
 	if k.kubeconfig == "" || k.hubble == "" || k.kubectl == "" || k.image == "" || k.kustomization == "" {
 		return nil, fmt.Errorf("set LRPDNS_E2E_KUBECONFIG, LRPDNS_E2E_HUBBLE, LRPDNS_E2E_KUBECTL, LRPDNS_E2E_IMAGE and LRPDNS_E2E_KUSTOMIZATION (make e2e and make e2e-lab do)")
@@ -70,6 +88,36 @@ func fromEnv() (Cluster, error) {
 // kind, or a real one.
 type kubectlCluster struct {
 	kubeconfig, hubble, kubectl, image, kustomization string
+	// helm, chart and values: installed with Helm when chart is set.
+	helm, chart, values string
+}
+
+// The Helm release the lab installs.
+const helmRelease, helmNamespace = "lrpdns", "kube-system"
+
+func (c *kubectlCluster) Install(ctx context.Context) (string, error) {
+	if c.chart == "" {
+		return c.Kubectl(ctx, "apply", "-k", c.kustomization)
+	}
+	args := []string{"--kubeconfig", c.kubeconfig, "upgrade", "--install", helmRelease, c.chart, "--namespace", helmNamespace}
+	if c.values != "" {
+		args = append(args, "--values", c.values)
+	}
+	return capture(ctx, c.helm, args, "", "helm")
+}
+
+func (c *kubectlCluster) Uninstall(ctx context.Context) (string, error) {
+	if c.chart == "" {
+		return c.Kubectl(ctx, "delete", "-k", c.kustomization, "--wait=true")
+	}
+	return capture(ctx, c.helm, []string{"--kubeconfig", c.kubeconfig, "uninstall", helmRelease, "--namespace", helmNamespace, "--wait"}, "", "helm")
+}
+
+func (c *kubectlCluster) UninstallCommand() string {
+	if c.chart == "" {
+		return "kubectl delete -k"
+	}
+	return "helm uninstall"
 }
 
 func (c *kubectlCluster) Kubectl(ctx context.Context, args ...string) (string, error) {

@@ -122,7 +122,7 @@ func (s *suite) withoutFallback(scenario string) string {
 	switch scenario {
 	case "cache port 5353 -> 5354":
 		return "the policies are withdrawn until the rollout completes"
-	case "DaemonSet deleted with --cascade=orphan and re-applied", "cache DaemonSet deleted", "uninstall (kubectl delete -k)":
+	case "DaemonSet deleted with --cascade=orphan and re-applied", "cache DaemonSet deleted", "uninstall (kubectl delete -k)", "uninstall (helm uninstall)":
 		return "the policies go with the DaemonSet"
 	}
 	return ""
@@ -1193,7 +1193,7 @@ func (s *suite) orphaned(t *testing.T) {
 		waitFor(t, time.Minute, "the policy to go", func() bool {
 			return apierrors.IsNotFound(s.c.Get(ctx, s.policyKey(), &ciliumv2.CiliumLocalRedirectPolicy{}))
 		})
-		if out, err := s.cluster.Kubectl(ctx, "apply", "-k", s.cluster.Kustomization()); err != nil {
+		if out, err := s.cluster.Install(ctx); err != nil {
 			fatalf(t, "%v: %s", err, out)
 		}
 		s.waitRedirect(t, nil)
@@ -1227,18 +1227,20 @@ func (s *suite) deleteCache(t *testing.T) {
 }
 
 // uninstall re-installs, then removes everything with kubectl delete -k
-// under queries: kubectl deletes in kustomize's order (RBAC and Services
-// before the DaemonSet); the garbage collector removes the policy after the
-// DaemonSet, and kube-dns-upstream only after both.
+// (or helm uninstall) under queries: kubectl deletes in kustomize's order
+// (RBAC and Services before the DaemonSet), helm in its own (Services, the
+// controller's Deployment, then the DaemonSet); the garbage collector
+// removes the policy after the DaemonSet, and kube-dns-upstream only after
+// both.
 func (s *suite) uninstall(t *testing.T) {
 	ctx := t.Context()
-	if out, err := s.cluster.Kubectl(ctx, "apply", "-k", s.cluster.Kustomization()); err != nil {
+	if out, err := s.cluster.Install(ctx); err != nil {
 		fatalf(t, "%v: %s", err, out)
 	}
 	s.waitRedirect(t, nil)
 	s.verifyPasses(t)
-	s.underLoad(t, "uninstall (kubectl delete -k)", 60*time.Second, func() {
-		if out, err := s.cluster.Kubectl(ctx, "delete", "-k", s.cluster.Kustomization(), "--wait=true"); err != nil {
+	s.underLoad(t, "uninstall ("+s.cluster.UninstallCommand()+")", 60*time.Second, func() {
+		if out, err := s.cluster.Uninstall(ctx); err != nil {
 			fatalf(t, "%v: %s", err, out)
 		}
 		waitFor(t, 2*time.Minute, "the policy, the cache pods and kube-dns-upstream to go", func() bool {

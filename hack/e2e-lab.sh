@@ -37,6 +37,9 @@
 #     the release does with DNS while the node's cache pod is absent, starting
 #     or not ready (e2e/fallback_test.go), against lrpdns's table of releases;
 #     KEEP=1 LAB_SUITE=none make e2e-lab deploys and leaves the lab to explore
+#   LAB_INSTALL=helm make e2e-lab   # lrpdns installed, re-installed and
+#     uninstalled with charts/lrpdns (release lrpdns in kube-system) instead
+#     of kubectl apply -k; not with LAB_CLUSTER_DNS or LAB_FROM
 #   LAB_KUBE_DNS=rke2 make e2e-lab   # kube-dns as RKE2 names it (Service
 #     rke2-coredns-rke2-coredns, ports udp-53/tcp-53), lrpdns installed with
 #     the rke2 component; default kubeadm (kube-dns, dns/dns-tcp)
@@ -60,6 +63,12 @@ case "$LAB_KUBE_DNS" in
   kubeadm) KUBE_DNS_SERVICE=kube-dns INSTALL=manifests ;;
   rke2) KUBE_DNS_SERVICE=rke2-coredns-rke2-coredns INSTALL=e2e/lab/install/rke2 ;;
   *) echo "e2e-lab: LAB_KUBE_DNS=$LAB_KUBE_DNS: want kubeadm or rke2" >&2; exit 2 ;;
+esac
+LAB_INSTALL=${LAB_INSTALL:-kustomize}
+case "$LAB_INSTALL" in
+  kustomize) ;;
+  helm) [[ -z "${LAB_CLUSTER_DNS:-}${LAB_FROM:-}" ]] || { echo "e2e-lab: LAB_INSTALL=helm: not with LAB_CLUSTER_DNS or LAB_FROM (their steps are kustomize's)" >&2; exit 2; } ;;
+  *) echo "e2e-lab: LAB_INSTALL=$LAB_INSTALL: want kustomize or helm" >&2; exit 2 ;;
 esac
 LAB_CLUSTER_DNS=${LAB_CLUSTER_DNS:-}
 case "$LAB_CLUSTER_DNS" in
@@ -143,6 +152,16 @@ build() {
 
 # The API server listens in the node's network namespace only.
 k() { nsenter --net="/run/netns/$NODE_NS" "$K8S/kubectl" --kubeconfig "$LAB/etc/kubeconfig" "$@"; }
+# helm_values: the chart's values for the lab's kube-dns (as the rke2
+# component sets them for kustomize).
+helm_values() {
+  local f="$LAB/etc/helm-values.yaml"
+  case "$LAB_KUBE_DNS" in
+    kubeadm) echo "{}" > "$f" ;;
+    rke2) printf 'kubeDNS: {service: %s, udpPortName: udp-53, tcpPortName: tcp-53}\n' "$KUBE_DNS_SERVICE" > "$f" ;;
+  esac
+  echo "$f"
+}
 start() { # name netns cmd...   (runs in the background, logs and pid in the lab)
   local name=$1 ns=$2; shift 2
   if [[ -n "$ns" ]]; then nsenter --net="/run/netns/$ns" "$@" > "$LAB/logs/$name.log" 2>&1 &
@@ -330,7 +349,7 @@ YAML
     INSTALL=$overlay
     log "pods' resolver: $CLUSTER_DNS; lrpdns from $INSTALL ($component component)"
   fi
-  log "profile $LAB_PROFILE; kube-dns as $LAB_KUBE_DNS names it: Service $KUBE_DNS_SERVICE; lrpdns from $INSTALL"
+  log "profile $LAB_PROFILE; kube-dns as $LAB_KUBE_DNS names it: Service $KUBE_DNS_SERVICE; lrpdns from $([[ "$LAB_INSTALL" == helm ]] && echo "charts/lrpdns (helm)" || echo "$INSTALL")"
   k apply -k "e2e/lab/kube-dns/$LAB_KUBE_DNS" >/dev/null
   if [[ -n "$DUAL_STACK" ]]; then
     # kubeadm leaves kube-dns single-stack; a dual-stack cluster that wants
@@ -357,7 +376,12 @@ YAML
     log "classic NodeLocal DNSCache deployed in $((SECONDS - t0))s; the suite installs lrpdns beside it"
     return
   fi
-  k apply -k "$INSTALL"
+  if [[ "$LAB_INSTALL" == helm ]]; then
+    nsenter --net="/run/netns/$NODE_NS" "$HELM" --kubeconfig "$LAB/etc/kubeconfig" \
+      upgrade --install lrpdns charts/lrpdns --namespace kube-system --values "$(helm_values)"
+  else
+    k apply -k "$INSTALL"
+  fi
   k -n kube-system rollout status ds/node-local-dns --timeout=180s
   k -n kube-system rollout status deploy/lrpdns-controller --timeout=180s
   k apply -f e2e/lab/dns-visibility.yaml >/dev/null
@@ -423,7 +447,9 @@ suite() {
   LRPDNS_E2E_KUBECTL="$K8S/kubectl" LRPDNS_E2E_KUSTOMIZATION="$kustomization" LRPDNS_E2E_CLUSTER_DNS="$LAB_CLUSTER_DNS" \
   LRPDNS_E2E_KUBE_DNS_SERVICE="$KUBE_DNS_SERVICE" LRPDNS_E2E_PATH="$BIN:$CILIUM_BIN" LRPDNS_E2E_DUAL_STACK="$DUAL_STACK" \
   LRPDNS_E2E_MIGRATE_FROM="$migrate_from" LRPDNS_E2E_DAEMONSET="$daemonset" LRPDNS_E2E_UPSTREAM_SERVICE="$upstream" \
-  LRPDNS_E2E_SUITE="$LAB_SUITE" \
+  LRPDNS_E2E_SUITE="$LAB_SUITE" LRPDNS_E2E_HELM="$HELM" \
+  LRPDNS_E2E_HELM_CHART="$([[ "$LAB_INSTALL" == helm ]] && echo "$REPO_ROOT/charts/lrpdns")" \
+  LRPDNS_E2E_HELM_VALUES="$([[ "$LAB_INSTALL" == helm ]] && helm_values)" \
     nsenter --net="/run/netns/$NODE_NS" sh -c "$join" "$CGROUP/$NODE/cgroup.procs" \
       "$BIN/e2e.test" -test.v -test.count=1 -test.timeout=30m -test.run "$TEST_RUN")
 }
