@@ -2,6 +2,7 @@
 # Benchmarks, each with the command that produced it in its output:
 #  - node-cache vs stock CoreDNS (same module version, same Corefile), cache
 #    hit and cache miss over UDP on loopback: QPS, p50/p99, idle/loaded RSS;
+#  - node-cache with every cache full (BenchmarkFullCacheRSS): its RSS;
 #  - the controller: convergence from DaemonSet ready to policy created, and
 #    its RSS with 100 vs 10,000 unrelated pods (real kube-apiserver + etcd).
 #   BENCHTIME=5s COUNT=3 make bench
@@ -19,3 +20,4 @@ run() { echo "+ $*"; "$@"; }
 run go test -run '^$' -bench 'BenchmarkCache' -benchtime "${BENCHTIME:-3s}" -count "${COUNT:-1}" ./internal/dnsbench/
 run go test -run '^$' -bench 'BenchmarkConvergence' -benchtime 20x -count "${COUNT:-1}" ./pkg/lrp/
 run go test -run '^$' -bench 'BenchmarkControllerRSS' -benchtime 1x -timeout 30m ./pkg/lrp/
+run go test -run '^$' -bench 'BenchmarkFullCacheRSS' -benchtime 1x ./internal/dnsbench/

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make soak: hostile mixes against the real node-cache binary, in a memory
-# cgroup with the DaemonSet's 128 MiB limit when this host allows one (root,
+# cgroup of 128 MiB (half the DaemonSet's limit) when this host allows one (root,
 # cgroup v1 or v2 memory controller), else with GOMEMLIMIT and an RSS check.
 # A good client asks all the while. Prints a table; writes it and the
 # cache's log to _artifacts/soak/.

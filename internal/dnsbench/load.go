@@ -5,7 +5,6 @@
 package dnsbench
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -118,13 +117,17 @@ func exchange(conn net.Conn, query, buf []byte, id uint16) bool {
 }
 
 // RSS returns the resident set size of process pid, from /proc.
-func RSS(pid int) (uint64, error) {
+func RSS(pid int) (uint64, error) { return Status(pid, "VmRSS") }
+
+// Status returns a memory field of /proc/PID/status (VmRSS, VmHWM, ...) in
+// bytes.
+func Status(pid int, field string) (uint64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0, fmt.Errorf("failed to read process status: %w", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			f := strings.Fields(rest)
 			if len(f) != 2 || f[1] != "kB" {
 				break
@@ -133,5 +136,5 @@ func RSS(pid int) (uint64, error) {
 			return kb * 1024, err
 		}
 	}
-	return 0, errors.New("no VmRSS in process status")
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }

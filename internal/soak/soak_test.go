@@ -24,7 +24,10 @@ import (
 	"github.com/lrpdns/lrpdns/internal/dnstest"
 )
 
-// limit is the DaemonSet's memory limit, and its GOMEMLIMIT.
+// limit is the memory the soak holds the cache to, and its GOMEMLIMIT:
+// half the DaemonSet's 256 MiB. No mix here fills every cache (names expire
+// after 5 s); BenchmarkFullCacheRSS does, and the DaemonSet's limit is set
+// from it.
 const limit = 128 << 20
 
 // mixFor is how long each hostile mix runs; cool is the pause after it,
