@@ -30,6 +30,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -106,6 +107,9 @@ type suite struct {
 	// it is not kube-dns's ClusterIP (LRPDNS_E2E_CLUSTER_DNS, such as
 	// 169.254.20.10): clients reach the cache through its address policy.
 	clusterDNS string
+	// networkPolicy: manifests/components/network-policy is installed
+	// (LRPDNS_E2E_NETWORK_POLICY).
+	networkPolicy bool
 	// socketLBInPods: cilium-config has socket load balancing in pod
 	// namespaces (kube-proxy replacement without
 	// bpf-lb-sock-hostns-only), which translates a socket at connect().
@@ -199,6 +203,8 @@ func TestE2E(t *testing.T) {
 	t.Run("docs/verify.md's other commands as written", s.verifyDocs)
 	t.Run("a policy removed by hand shows as bypass and is restored", s.bypassReported)
 	t.Run("a client policy that allows kube-dns only fails verify with the drop", s.clientPolicy)
+	t.Run("docs/install.md's toFQDNs client policy allows an external name once resolved through the cache", s.fqdnPolicy)
+	t.Run("the network-policy component's policies are enforced and DNS passes them", s.cachePolicies)
 	// The scenarios below run under continuous queries; each prints
 	// "<scenario> (<client kind>): N sent, N answered, N failed".
 	t.Run("kube-dns-upstream deleted by hand", s.upstreamDeleted)
@@ -241,6 +247,7 @@ func newSuite(t *testing.T) *suite {
 	s.mix = s.queryMix(t)
 	s.kubeDNSv6 = s.ipv6ClusterIP(t)
 	s.clusterDNS = os.Getenv("LRPDNS_E2E_CLUSTER_DNS")
+	s.networkPolicy = os.Getenv("LRPDNS_E2E_NETWORK_POLICY") != ""
 	s.socketLBInPods = s.readSocketLBInPods(t)
 	return s
 }
@@ -991,6 +998,21 @@ func (s *suite) portChange(t *testing.T) {
 			if c.Ports[i].ContainerPort == 5353 {
 				c.Ports[i].ContainerPort = 5354
 			}
+		}
+		if s.networkPolicy {
+			// As docs/install.md says: the component's policy lets the new
+			// port in first.
+			cnp := &unstructured.Unstructured{}
+			cnp.SetAPIVersion("cilium.io/v2")
+			cnp.SetKind("CiliumNetworkPolicy")
+			cnp.SetNamespace(s.names.Namespace)
+			cnp.SetName(s.names.DaemonSet)
+			patch := `[{"op":"add","path":"/spec/ingress/0/toPorts/0/ports/-","value":{"port":"5354","protocol":"UDP"}},` +
+				`{"op":"add","path":"/spec/ingress/0/toPorts/0/ports/-","value":{"port":"5354","protocol":"TCP"}}]`
+			if err := s.c.Patch(ctx, cnp, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
+				fatalf(t, "letting port 5354 into the cache's network policy: %v", err)
+			}
+			time.Sleep(2 * time.Second)
 		}
 		if err := s.c.Update(ctx, ds); err != nil {
 			fatal(t, err)

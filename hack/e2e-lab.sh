@@ -37,6 +37,9 @@
 #     the release does with DNS while the node's cache pod is absent, starting
 #     or not ready (e2e/fallback_test.go), against lrpdns's table of releases;
 #     KEEP=1 LAB_SUITE=none make e2e-lab deploys and leaves the lab to explore
+#   LAB_POLICY=on make e2e-lab   # with manifests/components/network-policy
+#     (Helm: networkPolicy.enabled): the cache and the controller behind
+#     their CiliumNetworkPolicies for the whole suite
 #   LAB_INSTALL=helm make e2e-lab   # lrpdns installed, re-installed and
 #     uninstalled with charts/lrpdns (release lrpdns in kube-system) instead
 #     of kubectl apply -k; not with LAB_CLUSTER_DNS or LAB_FROM
@@ -69,6 +72,11 @@ case "$LAB_INSTALL" in
   kustomize) ;;
   helm) [[ -z "${LAB_CLUSTER_DNS:-}${LAB_FROM:-}" ]] || { echo "e2e-lab: LAB_INSTALL=helm: not with LAB_CLUSTER_DNS or LAB_FROM (their steps are kustomize's)" >&2; exit 2; } ;;
   *) echo "e2e-lab: LAB_INSTALL=$LAB_INSTALL: want kustomize or helm" >&2; exit 2 ;;
+esac
+LAB_POLICY=${LAB_POLICY:-off}
+case "$LAB_POLICY" in
+  on | off) ;;
+  *) echo "e2e-lab: LAB_POLICY=$LAB_POLICY: want on or off" >&2; exit 2 ;;
 esac
 LAB_CLUSTER_DNS=${LAB_CLUSTER_DNS:-}
 case "$LAB_CLUSTER_DNS" in
@@ -157,9 +165,10 @@ k() { nsenter --net="/run/netns/$NODE_NS" "$K8S/kubectl" --kubeconfig "$LAB/etc/
 helm_values() {
   local f="$LAB/etc/helm-values.yaml"
   case "$LAB_KUBE_DNS" in
-    kubeadm) echo "{}" > "$f" ;;
+    kubeadm) : > "$f" ;;
     rke2) printf 'kubeDNS: {service: %s, udpPortName: udp-53, tcpPortName: tcp-53}\n' "$KUBE_DNS_SERVICE" > "$f" ;;
   esac
+  if [[ "$LAB_POLICY" == on ]]; then echo "networkPolicy: {enabled: true}" >> "$f"; fi
   echo "$f"
 }
 start() { # name netns cmd...   (runs in the background, logs and pid in the lab)
@@ -333,21 +342,25 @@ YAML
 node_dirs() { local d="" n; for n in "${NODES[@]}"; do d+="${d:+,}$(node_dir "$n")/node"; done; echo "$d"; }
 
 deploy() {
-  local t0=$SECONDS
+  local t0=$SECONDS components=() c list=""
+  # The install as docs/install.md gives it: an overlay with the link-local
+  # component, or beside-classic to migrate from classic; network-policy.
   if [[ -n "$LAB_CLUSTER_DNS" ]]; then
-    # The install as docs/install.md gives it: an overlay with the
-    # link-local component, or beside-classic to migrate from classic.
-    local overlay="$LAB/install" component=link-local
-    if [[ "$LAB_FROM" == classic ]]; then component=beside-classic; fi
+    if [[ "$LAB_FROM" == classic ]]; then components+=(beside-classic); else components+=(link-local); fi
+  fi
+  if [[ "$LAB_POLICY" == on ]]; then components+=(network-policy); fi
+  if [[ ${#components[@]} -gt 0 && "$LAB_INSTALL" == kustomize ]]; then
+    local overlay="$LAB/install"
     mkdir -p "$overlay"
+    for c in "${components[@]}"; do list+="${list:+, }$(realpath --relative-to="$overlay" "$REPO_ROOT/manifests/components/$c")"; done
     cat > "$overlay/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources: [$(realpath --relative-to="$overlay" "$REPO_ROOT/$INSTALL")]
-components: [$(realpath --relative-to="$overlay" "$REPO_ROOT/manifests/components/$component")]
+components: [$list]
 YAML
     INSTALL=$overlay
-    log "pods' resolver: $CLUSTER_DNS; lrpdns from $INSTALL ($component component)"
+    log "pods' resolver: $CLUSTER_DNS; lrpdns from $INSTALL (components: ${components[*]})"
   fi
   log "profile $LAB_PROFILE; kube-dns as $LAB_KUBE_DNS names it: Service $KUBE_DNS_SERVICE; lrpdns from $([[ "$LAB_INSTALL" == helm ]] && echo "charts/lrpdns (helm)" || echo "$INSTALL")"
   k apply -k "e2e/lab/kube-dns/$LAB_KUBE_DNS" >/dev/null
@@ -447,7 +460,7 @@ suite() {
   LRPDNS_E2E_KUBECTL="$K8S/kubectl" LRPDNS_E2E_KUSTOMIZATION="$kustomization" LRPDNS_E2E_CLUSTER_DNS="$LAB_CLUSTER_DNS" \
   LRPDNS_E2E_KUBE_DNS_SERVICE="$KUBE_DNS_SERVICE" LRPDNS_E2E_PATH="$BIN:$CILIUM_BIN" LRPDNS_E2E_DUAL_STACK="$DUAL_STACK" \
   LRPDNS_E2E_MIGRATE_FROM="$migrate_from" LRPDNS_E2E_DAEMONSET="$daemonset" LRPDNS_E2E_UPSTREAM_SERVICE="$upstream" \
-  LRPDNS_E2E_SUITE="$LAB_SUITE" LRPDNS_E2E_HELM="$HELM" \
+  LRPDNS_E2E_SUITE="$LAB_SUITE" LRPDNS_E2E_HELM="$HELM" LRPDNS_E2E_NETWORK_POLICY="$([[ "$LAB_POLICY" == on ]] && echo 1)" \
   LRPDNS_E2E_HELM_CHART="$([[ "$LAB_INSTALL" == helm ]] && echo "$REPO_ROOT/charts/lrpdns")" \
   LRPDNS_E2E_HELM_VALUES="$([[ "$LAB_INSTALL" == helm ]] && helm_values)" \
     nsenter --net="/run/netns/$NODE_NS" sh -c "$join" "$CGROUP/$NODE/cgroup.procs" \

@@ -1,0 +1,196 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+)
+
+// fqdnPolicyYAML is docs/install.md's client policy with toFQDNs, as
+// written, for the suite's clients: their namespace and label, this
+// suite's cache label, and name for api.example.com. A doc that no longer
+// has what is replaced is an error.
+func fqdnPolicyYAML(cacheApp, name string) (string, error) {
+	b, err := os.ReadFile("../docs/install.md")
+	if err != nil {
+		return "", err
+	}
+	for _, block := range strings.Split(string(b), "```yaml\n")[1:] {
+		y, _, _ := strings.Cut(block, "```")
+		if !strings.Contains(y, "toFQDNs") {
+			continue
+		}
+		for _, r := range []struct{ old, new string }{
+			{"name: allow-dns-and-api", "name: lrpdns-e2e-client-dns"},
+			{"namespace: my-app", "namespace: default"},
+			{"endpointSelector: {}", "endpointSelector:\n    matchLabels:\n      app: lrpdns-e2e-client"},
+			{"k8s-app: node-local-dns", "k8s-app: " + cacheApp},
+			{"matchName: api.example.com", "matchName: " + name},
+		} {
+			if !strings.Contains(y, r.old) {
+				return "", fmt.Errorf("docs/install.md's toFQDNs policy has no %q", r.old)
+			}
+			y = strings.Replace(y, r.old, r.new, 1)
+		}
+		return y, nil
+	}
+	return "", errors.New("docs/install.md has no policy with toFQDNs")
+}
+
+// connectJS connects to ADDR:PORT from the Node.js client, after resolving
+// NAME through the pod's resolver when given (node -e connectJS ADDR PORT
+// [NAME]), and prints the address; a refused, reset or silent connection is
+// fine: only the flow's verdict is looked at.
+const connectJS = `const [addr, port, name] = process.argv.slice(1);
+(async () => {
+  const ip = name ? (await require('dns').promises.resolve4(name))[0] : addr;
+  await new Promise(done => {
+    const s = require('net').connect({host: ip, port: Number(port)});
+    const end = () => { s.destroy(); done(); };
+    s.setTimeout(1500); s.on('connect', end); s.on('error', end); s.on('timeout', end);
+  });
+  console.log(ip);
+})().catch(e => { console.log('error: ' + e.message); process.exit(1); });`
+
+// fqdnPolicy applies the documented toFQDNs policy to the clients: a
+// connection to the external name's address is denied before the client
+// resolves the name, and leaves once it has, through the cache (Cilium's
+// DNS proxy sees the query on its way to the cache pod). Hubble's verdicts
+// on the connection's packets are the evidence.
+func (s *suite) fqdnPolicy(t *testing.T) {
+	answer := os.Getenv("LRPDNS_E2E_EXTERNAL_ANSWER")
+	if answer == "" {
+		t.Skip("the external names' address is unknown (LRPDNS_E2E_EXTERNAL_ANSWER)")
+	}
+	ctx := t.Context()
+	name := fmt.Sprintf("fqdn-%d.example.com", time.Now().Unix())
+	y, err := fqdnPolicyYAML(s.names.DaemonSet, name)
+	if err != nil {
+		fatal(t, err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(y), &u.Object); err != nil {
+		fatal(t, err)
+	}
+	if err := s.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("lrpdns-e2e"), client.ForceOwnership); err != nil {
+		fatal(t, err)
+	}
+	t.Cleanup(func() { _ = s.c.Delete(context.Background(), u) })
+	time.Sleep(3 * time.Second) // the agent computes the policy
+	connect := func(name string) (string, map[string]int) {
+		return s.connectFromNodeClient(t, answer, 443, name, flowpb.TrafficDirection_EGRESS)
+	}
+	_, vb := connect("")
+	t.Logf("connect to %s:443 before resolving %s: verdicts %v", answer, name, vb)
+	if vb["DROPPED POLICY_DENIED"] == 0 || vb["FORWARDED DROP_REASON_UNKNOWN"] > 0 {
+		errorf(t, "before %s was resolved, connections to %s:443: %v; want denied by policy only", name, answer, vb)
+	}
+	ip, va := connect(name)
+	t.Logf("connect after resolving %s through the cache (answer %s): verdicts %v", name, ip, va)
+	if ip != answer {
+		errorf(t, "%s resolved to %q through the cache under the policy, want %s", name, ip, answer)
+	}
+	if va["FORWARDED DROP_REASON_UNKNOWN"] == 0 || va["DROPPED POLICY_DENIED"] > 0 {
+		errorf(t, "after %s was resolved, connections to %s:443: %v; want forwarded, none denied", name, answer, va)
+	}
+}
+
+// connectFromNodeClient connects from the Node.js client to addr:port
+// (resolving name first when given) and returns the address it connected
+// to and the verdicts Hubble gave the connection's packets in direction,
+// as "VERDICT DROP_REASON" -> count.
+func (s *suite) connectFromNodeClient(t *testing.T, addr string, port int, name string, direction flowpb.TrafficDirection) (string, map[string]int) {
+	ctx := t.Context()
+	pod := libClients[0].pod // Node.js
+	args := []string{"node", "-e", connectJS, addr, fmt.Sprint(port)}
+	if name != "" {
+		args = append(args, name)
+	}
+	start := time.Now()
+	out, err := s.cluster.Exec(ctx, "default", pod, args...)
+	if err != nil {
+		fatalf(t, "node in %s: %v: %s", pod, err, out)
+	}
+	time.Sleep(2 * time.Second)
+	flows, err := s.flowsTo(ctx, addr, port, time.Since(start)+time.Second)
+	if err != nil {
+		fatal(t, err)
+	}
+	v := map[string]int{}
+	for _, f := range flows {
+		if f.GetSource().GetPodName() == pod && f.GetTrafficDirection() == direction {
+			v[f.GetVerdict().String()+" "+f.GetDropReasonDesc().String()]++
+		}
+	}
+	return strings.TrimSpace(out), v
+}
+
+// cachePolicies: with manifests/components/network-policy, the cache pods'
+// policy is enforced: a client reaching a cache pod's health port (allowed
+// from the node only) is denied by policy, while DNS through the cache
+// keeps passing verify.
+func (s *suite) cachePolicies(t *testing.T) {
+	if !s.networkPolicy {
+		t.Skip("the network-policy component is not installed (LAB_POLICY=on installs it)")
+	}
+	pods := s.cacheObjects(t)
+	if len(pods) == 0 || pods[0].Status.PodIP == "" {
+		fatalf(t, "no cache pod with an address: %v", pods)
+	}
+	ip := pods[0].Status.PodIP
+	_, v := s.connectFromNodeClient(t, ip, 8080, "", flowpb.TrafficDirection_INGRESS)
+	t.Logf("client -> cache pod %s:8080 (health, allowed from the node only): verdicts %v", ip, v)
+	if v["DROPPED POLICY_DENIED"] == 0 || v["FORWARDED DROP_REASON_UNKNOWN"] > 0 {
+		errorf(t, "client -> cache pod %s:8080: %v; want denied by the cache's ingress policy", ip, v)
+	}
+	s.verifyPasses(t)
+}
+
+// flowsTo reads Hubble's flows to ip:port over the last since.
+func (s *suite) flowsTo(ctx context.Context, ip string, port int, since time.Duration) ([]*flowpb.Flow, error) {
+	conn, err := grpc.NewClient(s.cluster.HubbleServer(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("failed to connect to Hubble: %w", err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	now := time.Now()
+	stream, err := observerpb.NewObserverClient(conn).GetFlows(ctx, &observerpb.GetFlowsRequest{
+		Since:     timestamppb.New(now.Add(-since)),
+		Until:     timestamppb.New(now),
+		Whitelist: []*flowpb.FlowFilter{{DestinationIp: []string{ip}, DestinationPort: []string{fmt.Sprint(port)}}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to get flows: %w", err)
+	}
+	var out []*flowpb.Flow
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("failed to read flows: %w", err)
+		}
+		if f := resp.GetFlow(); f != nil {
+			out = append(out, f)
+		}
+	}
+}
