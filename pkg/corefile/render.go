@@ -25,8 +25,8 @@ import (
 // and zone, and the root zone forwarded to the node's resolvers.
 // NoIPv6Lookups keeps off the cluster block: the cluster DNS answers its
 // names itself, and an empty AAAA answer there would end a search-path
-// walk early for resolvers that take NODATA as "the name exists". health and ready are process-wide
-// and so live in the first block only.
+// walk early for resolvers that take NODATA as "the name exists". health
+// and ready are process-wide and so live in the first block only.
 var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.FuncMap{
 	"servers": servers,
 	"dur":     dur,
