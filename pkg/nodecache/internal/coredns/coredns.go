@@ -35,7 +35,7 @@ var Directives = []string{
 	"errors",
 	"log",
 	"cache",
-	"template", // --no-ipv6-lookups only
+	"template",  // --no-ipv6-lookups only
 	"loopguard", // CoreDNS's loop, reporting instead of exiting
 	"forward",
 }
