@@ -213,7 +213,7 @@ func TestE2E(t *testing.T) {
 	t.Run("a node's cache drained", s.drainNode)
 	t.Run("cache port change", s.portChange)
 	t.Run("cache DaemonSet deleted", s.deleteCache)
-	t.Run("uninstall with kubectl delete -k", s.uninstall)
+	t.Run("uninstall as installed (kubectl delete -k, or helm uninstall)", s.uninstall)
 }
 
 // newSuite reaches the cluster the environment names (or skips), starts the
