@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/lrpdns/lrpdns/cmd/lrpdns/app"
@@ -276,15 +277,24 @@ func TestHelmLint(t *testing.T) {
 
 // TestChartAcceptedByAPIServer applies every object the chart renders, with
 // the defaults, with every knob and with the kustomize components' values,
-// with server-side dry-run to a real kube-apiserver (kubectl apply
-// --dry-run=server does the same).
+// with server-side dry-run to a real kube-apiserver, through the API and
+// with kubectl apply --dry-run=server.
 func TestChartAcceptedByAPIServer(t *testing.T) {
 	h := helm(t)
-	_, cfg := testenv.ForTest(t, true)
+	env, cfg := testenv.ForTest(t, true)
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "chart-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl, err := admin.Kubectl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for i, values := range []map[string]any{nil, knobs, {"grafanaDashboard": map[string]any{"enabled": true}, "networkPolicy": map[string]any{"enabled": true}, "redirectAddresses": []string{"169.254.20.10"}}} {
@@ -301,6 +311,21 @@ func TestChartAcceptedByAPIServer(t *testing.T) {
 			if err != nil {
 				t.Errorf("values %d: %s rejected: %v", i, key(u), err)
 			}
+		}
+		// And as users check it: helm template | kubectl apply --dry-run=server.
+		file := filepath.Join(dir, fmt.Sprintf("values-%d.yaml", i))
+		if err := os.WriteFile(file, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		stdout, stderr, err := kubectl.Run("apply", "--dry-run=server", "-f", file)
+		applied := 0
+		if stdout != nil {
+			b, _ := io.ReadAll(stdout)
+			applied = strings.Count(string(b), "(server dry run)")
+		}
+		if err != nil || applied != len(objs) {
+			msg, _ := io.ReadAll(stderr)
+			t.Errorf("values %d: kubectl apply --dry-run=server: %v, %d of %d objects: %s", i, err, applied, len(objs), msg)
 		}
 	}
 }
