@@ -151,6 +151,18 @@ func (s *suite) cachePolicies(t *testing.T) {
 	if !s.networkPolicy {
 		t.Skip("the network-policy component is not installed (LAB_POLICY=on installs it)")
 	}
+	// First, with the clients' egress open: the cache's ingress policy
+	// decides.
+	pods := s.cacheObjects(t)
+	if len(pods) == 0 || pods[0].Status.PodIP == "" {
+		fatalf(t, "no cache pod with an address: %v", pods)
+	}
+	ip := pods[0].Status.PodIP
+	_, v := s.connectFromNodeClient(t, ip, 8080, "", flowpb.TrafficDirection_INGRESS)
+	t.Logf("client -> cache pod %s:8080 (health, allowed from the node only): verdicts %v", ip, v)
+	if v["DROPPED POLICY_DENIED"] == 0 || v["FORWARDED DROP_REASON_UNKNOWN"] > 0 {
+		errorf(t, "client -> cache pod %s:8080: %v; want denied by the cache's ingress policy", ip, v)
+	}
 	y, err := fqdnPolicyYAML(s.names.DaemonSet, "api.example.com")
 	if err != nil {
 		fatal(t, err)
@@ -165,16 +177,6 @@ func (s *suite) cachePolicies(t *testing.T) {
 	}
 	t.Logf("the clients stay behind docs/install.md's toFQDNs policy (%s) from here on", u.GetName())
 	time.Sleep(3 * time.Second)
-	pods := s.cacheObjects(t)
-	if len(pods) == 0 || pods[0].Status.PodIP == "" {
-		fatalf(t, "no cache pod with an address: %v", pods)
-	}
-	ip := pods[0].Status.PodIP
-	_, v := s.connectFromNodeClient(t, ip, 8080, "", flowpb.TrafficDirection_INGRESS)
-	t.Logf("client -> cache pod %s:8080 (health, allowed from the node only): verdicts %v", ip, v)
-	if v["DROPPED POLICY_DENIED"] == 0 || v["FORWARDED DROP_REASON_UNKNOWN"] > 0 {
-		errorf(t, "client -> cache pod %s:8080: %v; want denied by the cache's ingress policy", ip, v)
-	}
 	s.verifyPasses(t)
 }
 
