@@ -12,7 +12,7 @@ import (
 // HelmEnv names the helm binary.
 const HelmEnv = "LRPDNS_HELM"
 
-// ErrNoHelm: LRPDNS_HELM is unset.
+// ErrNoHelm says LRPDNS_HELM is unset.
 var ErrNoHelm = errors.New(HelmEnv + " is unset; run make test, which builds helm from the module proxy")
 
 // Helm is the helm binary from the environment.
