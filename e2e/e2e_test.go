@@ -848,21 +848,26 @@ spec:
 	return y
 }
 
+// applyYAML applies the object y describes, as the suite's field owner.
+func (s *suite) applyYAML(t *testing.T, y string) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(y), &u.Object); err != nil {
+		fatal(t, err)
+	}
+	if err := s.c.Apply(t.Context(), client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("lrpdns-e2e"), client.ForceOwnership); err != nil {
+		fatal(t, err)
+	}
+	return u
+}
+
 // clientPolicy puts the client behind an egress policy that allows DNS to
 // kube-dns only, the common mistake: redirected to the cache pod, its
 // queries are denied. verify must fail with the policy drop and the fix;
 // allowing the cache pods makes it pass.
 func (s *suite) clientPolicy(t *testing.T) {
 	ctx := t.Context()
-	apply := func(allowCache bool) {
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(clientPolicyYAML(allowCache, s.names.DaemonSet)), &u.Object); err != nil {
-			fatal(t, err)
-		}
-		if err := s.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("lrpdns-e2e"), client.ForceOwnership); err != nil {
-			fatal(t, err)
-		}
-	}
+	apply := func(allowCache bool) { s.applyYAML(t, clientPolicyYAML(allowCache, s.names.DaemonSet)) }
 	t.Cleanup(func() {
 		u := &unstructured.Unstructured{}
 		u.SetAPIVersion("cilium.io/v2")

@@ -6,20 +6,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	observerpb "github.com/cilium/cilium/api/v1/observer"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/timestamppb"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
+
+	"github.com/lrpdns/lrpdns/pkg/verify"
 )
 
 // fqdnPolicyYAML is docs/install.md's client policy with toFQDNs, as
@@ -78,19 +72,12 @@ func (s *suite) fqdnPolicy(t *testing.T) {
 	if answer == "" {
 		t.Skip("the external names' address is unknown (LRPDNS_E2E_EXTERNAL_ANSWER)")
 	}
-	ctx := t.Context()
 	name := fmt.Sprintf("fqdn-%d.example.com", time.Now().Unix())
 	y, err := fqdnPolicyYAML(s.names.DaemonSet, name)
 	if err != nil {
 		fatal(t, err)
 	}
-	u := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal([]byte(y), &u.Object); err != nil {
-		fatal(t, err)
-	}
-	if err := s.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("lrpdns-e2e"), client.ForceOwnership); err != nil {
-		fatal(t, err)
-	}
+	u := s.applyYAML(t, y)
 	t.Cleanup(func() { _ = s.c.Delete(context.Background(), u) })
 	time.Sleep(3 * time.Second) // the agent computes the policy
 	connect := func(name string) (string, map[string]int) {
@@ -98,7 +85,7 @@ func (s *suite) fqdnPolicy(t *testing.T) {
 	}
 	_, vb := connect("")
 	t.Logf("connect to %s:443 before resolving %s: verdicts %v", answer, name, vb)
-	if vb["DROPPED POLICY_DENIED"] == 0 || vb["FORWARDED DROP_REASON_UNKNOWN"] > 0 {
+	if !deniedOnly(vb) {
 		errorf(t, "before %s was resolved, connections to %s:443: %v; want denied by policy only", name, answer, vb)
 	}
 	ip, va := connect(name)
@@ -106,10 +93,20 @@ func (s *suite) fqdnPolicy(t *testing.T) {
 	if ip != answer {
 		errorf(t, "%s resolved to %q through the cache under the policy, want %s", name, ip, answer)
 	}
-	if va["FORWARDED DROP_REASON_UNKNOWN"] == 0 || va["DROPPED POLICY_DENIED"] > 0 {
+	if va[forwarded] == 0 || va[denied] > 0 {
 		errorf(t, "after %s was resolved, connections to %s:443: %v; want forwarded, none denied", name, answer, va)
 	}
 }
+
+// Hubble's verdicts on a connection's packets, as connectFromNodeClient
+// counts them.
+const (
+	denied    = "DROPPED POLICY_DENIED"
+	forwarded = "FORWARDED DROP_REASON_UNKNOWN"
+)
+
+// deniedOnly: some packets denied by policy, none forwarded.
+func deniedOnly(v map[string]int) bool { return v[denied] > 0 && v[forwarded] == 0 }
 
 // connectFromNodeClient connects from the Node.js client to addr:port
 // (resolving name first when given) and returns the address it connected
@@ -157,7 +154,7 @@ func (s *suite) cachePolicies(t *testing.T) {
 	ip := pods[0].Status.PodIP
 	_, v := s.connectFromNodeClient(t, ip, 8080, "", flowpb.TrafficDirection_INGRESS)
 	t.Logf("client -> cache pod %s:8080 (health, allowed from the node only): verdicts %v", ip, v)
-	if v["DROPPED POLICY_DENIED"] == 0 || v["FORWARDED DROP_REASON_UNKNOWN"] > 0 {
+	if !deniedOnly(v) {
 		errorf(t, "client -> cache pod %s:8080: %v; want denied by the cache's ingress policy", ip, v)
 	}
 	s.verifyPasses(t)
@@ -165,33 +162,12 @@ func (s *suite) cachePolicies(t *testing.T) {
 
 // flowsTo reads Hubble's flows to ip:port over the last since.
 func (s *suite) flowsTo(ctx context.Context, ip string, port int, since time.Duration) ([]*flowpb.Flow, error) {
-	conn, err := grpc.NewClient(s.cluster.HubbleServer(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, fmt.Errorf("failed to connect to Hubble: %w", err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	now := time.Now()
-	stream, err := observerpb.NewObserverClient(conn).GetFlows(ctx, &observerpb.GetFlowsRequest{
-		Since:     timestamppb.New(now.Add(-since)),
-		Until:     timestamppb.New(now),
-		Whitelist: []*flowpb.FlowFilter{{DestinationIp: []string{ip}, DestinationPort: []string{fmt.Sprint(port)}}},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("failed to get flows: %w", err)
+	resps, err := verify.Flows(ctx, s.cluster.HubbleServer(), since, []*flowpb.FlowFilter{{DestinationIp: []string{ip}, DestinationPort: []string{fmt.Sprint(port)}}})
+	out := make([]*flowpb.Flow, 0, len(resps))
+	for _, r := range resps {
+		out = append(out, r.GetFlow())
 	}
-	var out []*flowpb.Flow
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("failed to read flows: %w", err)
-		}
-		if f := resp.GetFlow(); f != nil {
-			out = append(out, f)
-		}
-	}
+	return out, err
 }

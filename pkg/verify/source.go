@@ -95,6 +95,16 @@ func Window(flows []*observerpb.GetFlowsResponse, d time.Duration) []*observerpb
 // to DNS traffic. Plaintext: Relay's default in-cluster port, or a
 // port-forward.
 func FromServer(ctx context.Context, addr string, since time.Duration, c Config) ([]*observerpb.GetFlowsResponse, error) {
+	return Flows(ctx, addr, since, []*flowpb.FlowFilter{
+		{DestinationPort: c.dnsPorts()},
+		{SourcePort: c.dnsPorts()}, // answers, for the drop check
+		{Protocol: []string{"dns"}},
+	})
+}
+
+// Flows reads the flows of the last `since` that match any of whitelist
+// from a Hubble observer, as FromServer does.
+func Flows(ctx context.Context, addr string, since time.Duration, whitelist []*flowpb.FlowFilter) ([]*observerpb.GetFlowsResponse, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("failed to connect to Hubble at %s: %w", addr, err)
@@ -102,13 +112,9 @@ func FromServer(ctx context.Context, addr string, since time.Duration, c Config)
 	defer conn.Close()
 	now := time.Now()
 	req := &observerpb.GetFlowsRequest{
-		Since: timestamppb.New(now.Add(-since)),
-		Until: timestamppb.New(now),
-		Whitelist: []*flowpb.FlowFilter{
-			{DestinationPort: c.dnsPorts()},
-			{SourcePort: c.dnsPorts()}, // answers, for the drop check
-			{Protocol: []string{"dns"}},
-		},
+		Since:     timestamppb.New(now.Add(-since)),
+		Until:     timestamppb.New(now),
+		Whitelist: whitelist,
 	}
 	stream, err := observerpb.NewObserverClient(conn).GetFlows(ctx, req)
 	if err != nil {
