@@ -3,16 +3,14 @@ package dnsbench
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/miekg/dns"
 
 	"github.com/lrpdns/lrpdns/internal/dnstest"
 	"github.com/lrpdns/lrpdns/pkg/corefile"
@@ -24,8 +22,8 @@ import (
 // default) and maxZones zones, which share corefile.StubCacheBudget
 // answers of each kind. Each block is asked new names until its cache holds
 // its capacity (coredns_cache_entries says so), half answered, half
-// NXDOMAIN with an SOA. The answers' size is the sub-benchmark's: one A
-// record, or 20 (a 360-byte answer). TTLs are long so nothing expires
+// NXDOMAIN with an SOA (dnstest's NXDomainPrefix). The answers' size is
+// the sub-benchmark's: one A record, or 20 (about 350 bytes, compressed). TTLs are long so nothing expires
 // while it fills.
 //
 //	go test -run '^$' -bench BenchmarkFullCacheRSS -benchtime 1x ./internal/dnsbench/
@@ -48,7 +46,8 @@ func BenchmarkFullCacheRSS(b *testing.B) {
 const maxZones = 32
 
 func fullCache(b *testing.B, nodeCache string, records int) {
-	up := startAnswering(b, records)
+	up := dnstest.StartTB(b, dnstest.Options{Answer: netip.MustParseAddr("192.0.2.1"), TTL: 3600, NoRecord: true,
+		Records: records, NXDomainPrefix: "nx"}).Addr.String()
 	dir := b.TempDir()
 	write(b, filepath.Join(dir, "resolv.conf"), "nameserver 127.0.0.1\n")
 	write(b, filepath.Join(dir, "kube-dns", "upstreamNameservers"), fmt.Sprintf("[%q]", up))
@@ -70,16 +69,15 @@ func fullCache(b *testing.B, nodeCache string, records int) {
 	s.start(b)
 	defer s.stop()
 
-	zoneCap := min(defaults.SuccessCapacity, max(256, corefile.StubCacheBudget/maxZones))
-	blocks := []struct {
+	// Each block's suffix and capacity (of each kind).
+	type block struct {
 		suffix string
 		want   int
-	}{{"default.svc.cluster.local.", defaults.SuccessCapacity}, {"example.com.", defaults.SuccessCapacity}}
+	}
+	zoneCap := min(defaults.SuccessCapacity, max(256, corefile.StubCacheBudget/maxZones))
+	blocks := []block{{"default.svc.cluster.local.", defaults.SuccessCapacity}, {"example.com.", defaults.SuccessCapacity}}
 	for i := range maxZones {
-		blocks = append(blocks, struct {
-			suffix string
-			want   int
-		}{fmt.Sprintf("z%d.example.", i), zoneCap})
+		blocks = append(blocks, block{fmt.Sprintf("z%d.example.", i), zoneCap})
 	}
 	wantEntries := 0
 	for _, bl := range blocks {
@@ -114,43 +112,6 @@ func fullCache(b *testing.B, nodeCache string, records int) {
 	b.ReportMetric(float64(s.idleRSS)/(1<<20), "idle-RSS-MiB")
 	b.ReportMetric(float64(rss)/(1<<20), "RSS-MiB")
 	b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
-}
-
-// startAnswering serves every name on loopback: names starting with "nx"
-// get NXDOMAIN with an SOA (cached as a denial), the others records A
-// records. It returns its address.
-func startAnswering(b *testing.B, records int) string {
-	b.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.Compress = true // 20 A records fit in 512 bytes, as a real server sends them
-		q := r.Question[0]
-		if strings.HasPrefix(q.Name, "nx") {
-			m.Rcode = dns.RcodeNameError
-			m.Ns = []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: "example.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 3600},
-				Ns: "ns.example.", Mbox: "hostmaster.example.", Serial: 1, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: 3600}}
-		} else if q.Qtype == dns.TypeA {
-			for i := range records {
-				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 3600},
-					A: net.IPv4(192, 0, 2, byte(i+1))})
-			}
-		}
-		_ = w.WriteMsg(m)
-	})
-	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
-		go func() { _ = srv.ActivateAndServe() }()
-		b.Cleanup(func() { _ = srv.Shutdown() })
-	}
-	return pc.LocalAddr().String()
 }
 
 // scrapeSum adds up every sample of metric at the metrics address.

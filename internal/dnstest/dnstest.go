@@ -30,6 +30,8 @@ type Server struct {
 
 	answer        netip.Addr
 	ttl           uint32
+	records       int
+	nxPrefix      string
 	nxdomainFirst int
 	udp           *dns.Server
 	tcp           *dns.Server
@@ -53,6 +55,12 @@ type Options struct {
 	// NXDomainFirst answers the first N queries with NXDOMAIN, as a DNS
 	// server does for a name that does not exist yet.
 	NXDomainFirst int
+	// Records is how many A records an answer holds (Answer, then the
+	// addresses after it), compressed as real servers send them; 0 is one.
+	Records int
+	// NXDomainPrefix answers names that start with it NXDOMAIN with an SOA,
+	// which caches keep as a denial.
+	NXDomainPrefix string
 }
 
 // StartTB starts a Server for a test or benchmark and closes it when that
@@ -69,7 +77,7 @@ func StartTB(tb testing.TB, o Options) *Server {
 
 // Start starts a Server. Close it when done.
 func Start(o Options) (*Server, error) {
-	s := &Server{answer: o.Answer, ttl: o.TTL, record: !o.NoRecord, nxdomainFirst: o.NXDomainFirst}
+	s := &Server{answer: o.Answer, ttl: o.TTL, record: !o.NoRecord, nxdomainFirst: o.NXDomainFirst, records: max(o.Records, 1), nxPrefix: o.NXDomainPrefix}
 	var lastErr error
 	host := o.Host
 	if host == "" {
@@ -122,13 +130,23 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg) {
 			s.queries = append(s.queries, Query{Name: strings.ToLower(q.Name), Net: w.RemoteAddr().Network()})
 		}
 		s.mu.Unlock()
-		if nx {
+		switch {
+		case nx:
 			m.Rcode = dns.RcodeNameError
-		} else if q.Qtype == dns.TypeA && s.answer.Is4() {
-			m.Answer = append(m.Answer, &dns.A{
-				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: s.ttl},
-				A:   s.answer.AsSlice(),
-			})
+		case s.nxPrefix != "" && strings.HasPrefix(q.Name, s.nxPrefix):
+			m.Rcode = dns.RcodeNameError
+			m.Ns = []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: s.ttl},
+				Ns: "ns.example.", Mbox: "hostmaster.example.", Serial: 1, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: s.ttl}}
+		case q.Qtype == dns.TypeA && s.answer.Is4():
+			a := s.answer
+			for range s.records {
+				m.Answer = append(m.Answer, &dns.A{
+					Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: s.ttl},
+					A:   a.AsSlice(),
+				})
+				a = a.Next()
+			}
+			m.Compress = s.records > 1
 		}
 	}
 	_ = w.WriteMsg(m)
