@@ -164,6 +164,17 @@ func (e *FieldError) Error() string {
 	return fmt.Sprintf("invalid %s %q: want %s", e.Field, e.Value, e.Want)
 }
 
+// Clip shortens user input for an error or a log: at most 120 bytes, then
+// its size. A value the size of a ConfigMap would otherwise be one log line
+// of that size.
+func Clip(s string) string {
+	const max = 120
+	if len(s) > max {
+		return fmt.Sprintf("%s... (%d bytes)", strings.ToValidUTF8(s[:max], ""), len(s))
+	}
+	return s
+}
+
 // Validate reports the first problem in c, as a *FieldError.
 func (c *Config) Validate() error {
 	if !ValidDomain(c.ClusterDomain) || c.ClusterDomain == "." {

@@ -71,7 +71,7 @@ func ReadDir(dir string) (Config, error) {
 			if st, err := f.Stat(); err == nil {
 				size = fmt.Sprint(st.Size())
 			}
-			return nil, keyError(key, clip(string(b)), fmt.Sprintf("at most %d bytes (it has %s)", MaxValueBytes, size))
+			return nil, keyError(key, corefile.Clip(string(b)), fmt.Sprintf("at most %d bytes (it has %s)", MaxValueBytes, size))
 		}
 		return b, nil
 	}
@@ -92,14 +92,14 @@ func Parse(stubDomains, upstreamNameservers []byte) (Config, error) {
 	if s := strings.TrimSpace(string(stubDomains)); s != "" {
 		var raw map[string][]string
 		if err := json.Unmarshal([]byte(s), &raw); err != nil {
-			return Config{}, keyError(KeyStubDomains, clip(s), `a JSON object of domain to server list, e.g. {"acme.local": ["10.0.0.10"]}`)
+			return Config{}, keyError(KeyStubDomains, corefile.Clip(s), `a JSON object of domain to server list, e.g. {"acme.local": ["10.0.0.10"]}`)
 		}
 		if len(raw) > MaxStubDomains {
-			return Config{}, keyError(KeyStubDomains, clip(s), fmt.Sprintf("at most %d stub domains (it has %d)", MaxStubDomains, len(raw)))
+			return Config{}, keyError(KeyStubDomains, corefile.Clip(s), fmt.Sprintf("at most %d stub domains (it has %d)", MaxStubDomains, len(raw)))
 		}
 		for domain, list := range raw {
 			if !corefile.ValidDomain(domain) {
-				return Config{}, keyError(KeyStubDomains, clip(domain), "a DNS domain such as acme.local")
+				return Config{}, keyError(KeyStubDomains, corefile.Clip(domain), "a DNS domain such as acme.local")
 			}
 			servers, err := parseServers(fmt.Sprintf("%s[%q]", KeyStubDomains, domain), list)
 			if err != nil {
@@ -112,7 +112,7 @@ func Parse(stubDomains, upstreamNameservers []byte) (Config, error) {
 	if s := strings.TrimSpace(string(upstreamNameservers)); s != "" {
 		var raw []string
 		if err := json.Unmarshal([]byte(s), &raw); err != nil {
-			return Config{}, keyError(KeyUpstreamNameservers, clip(s), `a JSON list of servers, e.g. ["1.1.1.1", "[2606:4700::1111]:53"]`)
+			return Config{}, keyError(KeyUpstreamNameservers, corefile.Clip(s), `a JSON list of servers, e.g. ["1.1.1.1", "[2606:4700::1111]:53"]`)
 		}
 		servers, err := parseServers(KeyUpstreamNameservers, raw)
 		if err != nil {
@@ -125,25 +125,15 @@ func Parse(stubDomains, upstreamNameservers []byte) (Config, error) {
 
 func parseServers(key string, list []string) ([]netip.AddrPort, error) {
 	if len(list) == 0 || len(list) > maxServers {
-		return nil, keyError(clip(key), clip(fmt.Sprint(list)), fmt.Sprintf("1 to %d servers", maxServers))
+		return nil, keyError(corefile.Clip(key), corefile.Clip(fmt.Sprint(list)), fmt.Sprintf("1 to %d servers", maxServers))
 	}
 	out := make([]netip.AddrPort, 0, len(list))
 	for _, s := range list {
 		ap, err := corefile.ParseServer(s)
 		if err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() || ap.Addr().Zone() != "" {
-			return nil, keyError(clip(key), clip(s), "an IP address, IP:PORT or [IPv6]:PORT (hostnames are not resolved)")
+			return nil, keyError(corefile.Clip(key), corefile.Clip(s), "an IP address, IP:PORT or [IPv6]:PORT (hostnames are not resolved)")
 		}
 		out = append(out, ap)
 	}
 	return out, nil
-}
-
-// clip keeps what users send short enough to log: a value the size of a
-// ConfigMap would otherwise be one log line of that size.
-func clip(s string) string {
-	const max = 120
-	if len(s) > max {
-		return fmt.Sprintf("%s... (%d bytes)", strings.ToValidUTF8(s[:max], ""), len(s))
-	}
-	return s
 }

@@ -74,7 +74,7 @@ func Parse(source string, b []byte) ([]corefile.StubDomain, error) {
 		if i := strings.LastIndex(msg, "json: "); i >= 0 {
 			msg = msg[i+len("json: "):]
 		}
-		return nil, &corefile.FieldError{Field: "zones file " + source, Value: clip(strings.ReplaceAll(msg, `"`, "")),
+		return nil, &corefile.FieldError{Field: "zones file " + source, Value: corefile.Clip(strings.ReplaceAll(msg, `"`, "")),
 			Want: `YAML with a list "zones" of {zone, servers, protocol, policy, maxConcurrent}`}
 	}
 	if len(file.Zones) > MaxZones {
@@ -85,13 +85,13 @@ func Parse(source string, b []byte) ([]corefile.StubDomain, error) {
 	for i, z := range file.Zones {
 		field := fmt.Sprintf("zones file %s zones[%d]", source, i)
 		if !corefile.ValidDomain(z.Zone) {
-			return nil, &corefile.FieldError{Field: field + ".zone", Value: clip(z.Zone), Want: "a DNS domain such as corp.example"}
+			return nil, &corefile.FieldError{Field: field + ".zone", Value: corefile.Clip(z.Zone), Want: "a DNS domain such as corp.example"}
 		}
 		sd := corefile.StubDomain{Domain: z.Zone, Forward: def}
 		for j, s := range z.Servers {
 			ap, err := corefile.ParseServer(s)
 			if err != nil {
-				return nil, &corefile.FieldError{Field: fmt.Sprintf("%s.servers[%d]", field, j), Value: clip(s), Want: "IP, IP:PORT or [IPv6]:PORT"}
+				return nil, &corefile.FieldError{Field: fmt.Sprintf("%s.servers[%d]", field, j), Value: corefile.Clip(s), Want: "IP, IP:PORT or [IPv6]:PORT"}
 			}
 			sd.Servers = append(sd.Servers, ap)
 		}
@@ -107,11 +107,4 @@ func Parse(source string, b []byte) ([]corefile.StubDomain, error) {
 		out = append(out, sd)
 	}
 	return out, nil
-}
-
-func clip(s string) string {
-	if len(s) > 200 {
-		return s[:200] + "..."
-	}
-	return s
 }
