@@ -160,16 +160,17 @@ build() {
 
 # The API server listens in the node's network namespace only.
 k() { nsenter --net="/run/netns/$NODE_NS" "$K8S/kubectl" --kubeconfig "$LAB/etc/kubeconfig" "$@"; }
-# helm_values: the chart's values for the lab's kube-dns (as the rke2
-# component sets them for kustomize).
-helm_values() {
-  local f="$LAB/etc/helm-values.yaml"
+# write_helm_values writes HELM_VALUES, the chart's values for the lab's
+# kube-dns (as the rke2 component sets them for kustomize) and LAB_POLICY;
+# the install and the suite's re-installs read it.
+HELM_VALUES=$LAB/etc/helm-values.yaml
+write_helm_values() {
+  local f=$HELM_VALUES
   case "$LAB_KUBE_DNS" in
     kubeadm) : > "$f" ;;
     rke2) printf 'kubeDNS: {service: %s, udpPortName: udp-53, tcpPortName: tcp-53}\n' "$KUBE_DNS_SERVICE" > "$f" ;;
   esac
   if [[ "$LAB_POLICY" == on ]]; then echo "networkPolicy: {enabled: true}" >> "$f"; fi
-  echo "$f"
 }
 start() { # name netns cmd...   (runs in the background, logs and pid in the lab)
   local name=$1 ns=$2; shift 2
@@ -390,8 +391,9 @@ YAML
     return
   fi
   if [[ "$LAB_INSTALL" == helm ]]; then
+    write_helm_values
     nsenter --net="/run/netns/$NODE_NS" "$HELM" --kubeconfig "$LAB/etc/kubeconfig" \
-      upgrade --install lrpdns charts/lrpdns --namespace kube-system --values "$(helm_values)"
+      upgrade --install lrpdns charts/lrpdns --namespace kube-system --values "$HELM_VALUES"
   else
     k apply -k "$INSTALL"
   fi
@@ -462,7 +464,7 @@ suite() {
   LRPDNS_E2E_MIGRATE_FROM="$migrate_from" LRPDNS_E2E_DAEMONSET="$daemonset" LRPDNS_E2E_UPSTREAM_SERVICE="$upstream" \
   LRPDNS_E2E_SUITE="$LAB_SUITE" LRPDNS_E2E_HELM="$HELM" LRPDNS_E2E_NETWORK_POLICY="$([[ "$LAB_POLICY" == on ]] && echo 1)" \
   LRPDNS_E2E_HELM_CHART="$([[ "$LAB_INSTALL" == helm ]] && echo "$REPO_ROOT/charts/lrpdns")" \
-  LRPDNS_E2E_HELM_VALUES="$([[ "$LAB_INSTALL" == helm ]] && helm_values)" \
+  LRPDNS_E2E_HELM_VALUES="$([[ "$LAB_INSTALL" == helm ]] && echo "$HELM_VALUES")" \
     nsenter --net="/run/netns/$NODE_NS" sh -c "$join" "$CGROUP/$NODE/cgroup.procs" \
       "$BIN/e2e.test" -test.v -test.count=1 -test.timeout=30m -test.run "$TEST_RUN")
 }
