@@ -18,8 +18,8 @@ func TestFailuresInGap(t *testing.T) {
 		"17:32:24.293 10-1-1-1.default.pod.cluster.local: no answer",                                                             // getent
 		"Dec  5 17:32:25.065448 kubernetes.default.svc.cluster.local.: read tcp 10.244.0.125:54380->10.96.0.10:53: i/o timeout",  // TTL ran out
 	} {
-		if !failuresInGap(probeResult{Failed: 1, Failures: []string{f}}, from, to) {
-			t.Errorf("refused: %s", f)
+		if not := failuresInGap(probeResult{Failed: 1, Failures: []string{f}}, from, to); not != "" {
+			t.Errorf("refused: %s: %s", f, not)
 		}
 	}
 	for _, f := range []string{
@@ -28,15 +28,15 @@ func TestFailuresInGap(t *testing.T) {
 		"Dec  5 17:32:24.372029 www.example.com.: i/o timeout",                       // external
 		"10-219-1-16.default.pod.cluster.local.: i/o timeout",                        // no time
 	} {
-		if failuresInGap(probeResult{Failed: 1, Failures: []string{f}}, from, to) {
+		if failuresInGap(probeResult{Failed: 1, Failures: []string{f}}, from, to) == "" {
 			t.Errorf("accepted: %s", f)
 		}
 	}
 	in := "Dec  5 17:32:24.372029 1-1-1-1.default.pod.cluster.local.: i/o timeout"
-	if failuresInGap(probeResult{Failed: 11, Failures: []string{in}}, from, to) {
+	if failuresInGap(probeResult{Failed: 11, Failures: []string{in}}, from, to) == "" {
 		t.Error("accepted 11 failures with one listed")
 	}
-	if failuresInGap(probeResult{Failed: 1, Wrong: 1, Failures: []string{in}}, from, to) {
+	if failuresInGap(probeResult{Failed: 1, Wrong: 1, Failures: []string{in}}, from, to) == "" {
 		t.Error("accepted a wrong answer")
 	}
 }
