@@ -111,6 +111,10 @@ type suite struct {
 	// networkPolicy: manifests/components/network-policy is installed
 	// (LRPDNS_E2E_NETWORK_POLICY).
 	networkPolicy bool
+	// clientsBehindPolicy: after the policy checks, the clients stay behind
+	// docs/install.md's toFQDNs client policy (LRPDNS_E2E_CLIENT_POLICY),
+	// which makes their egress default-deny.
+	clientsBehindPolicy bool
 	// socketLBInPods: cilium-config has socket load balancing in pod
 	// namespaces (kube-proxy replacement without
 	// bpf-lb-sock-hostns-only), which translates a socket at connect().
@@ -214,6 +218,7 @@ func TestE2E(t *testing.T) {
 	t.Run("a client policy that allows kube-dns only fails verify with the drop", s.clientPolicy)
 	t.Run("docs/install.md's toFQDNs client policy allows an external name once resolved through the cache", s.fqdnPolicy)
 	t.Run("the network-policy component's policies are enforced and DNS passes them", s.cachePolicies)
+	t.Run("the clients stay behind docs/install.md's toFQDNs policy from here on", s.keepClientPolicy)
 	// The scenarios below run under continuous queries; each prints
 	// "<scenario> (<client kind>): N sent, N answered, N failed".
 	t.Run("kube-dns-upstream deleted by hand", s.upstreamDeleted)
@@ -257,6 +262,7 @@ func newSuite(t *testing.T) *suite {
 	s.kubeDNSv6 = s.ipv6ClusterIP(t)
 	s.clusterDNS = os.Getenv("LRPDNS_E2E_CLUSTER_DNS")
 	s.networkPolicy = os.Getenv("LRPDNS_E2E_NETWORK_POLICY") != ""
+	s.clientsBehindPolicy = os.Getenv("LRPDNS_E2E_CLIENT_POLICY") != ""
 	s.socketLBInPods = s.readSocketLBInPods(t)
 	return s
 }
@@ -1031,6 +1037,19 @@ func (s *suite) portChange(t *testing.T) {
 				`{"op":"add","path":"/spec/ingress/0/toPorts/0/ports/-","value":{"port":"5354","protocol":"TCP"}}]`
 			if err := s.c.Patch(ctx, cnp, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
 				fatalf(t, "letting port 5354 into the cache's network policy: %v", err)
+			}
+			time.Sleep(2 * time.Second)
+		}
+		if s.clientsBehindPolicy {
+			// As docs/install.md says: every client policy lets the new
+			// port to the cache pods first.
+			cnp := &unstructured.Unstructured{}
+			cnp.SetAPIVersion("cilium.io/v2")
+			cnp.SetKind("CiliumNetworkPolicy")
+			cnp.SetNamespace("default")
+			cnp.SetName(fqdnPolicyName)
+			if err := s.c.Patch(ctx, cnp, client.RawPatch(types.JSONPatchType, []byte(clientPortPatch))); err != nil {
+				fatalf(t, "letting port 5354 into the clients' policy: %v", err)
 			}
 			time.Sleep(2 * time.Second)
 		}

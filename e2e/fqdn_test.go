@@ -31,7 +31,7 @@ func fqdnPolicyYAML(cacheApp, name string) (string, error) {
 			continue
 		}
 		for _, r := range []struct{ old, new string }{
-			{"name: allow-dns-and-api", "name: lrpdns-e2e-client-dns"},
+			{"name: allow-dns-and-api", "name: " + fqdnPolicyName},
 			{"namespace: my-app", "namespace: default"},
 			{"endpointSelector: {}", "endpointSelector:\n    matchLabels:\n      app: lrpdns-e2e-client"},
 			{"k8s-app: node-local-dns", "k8s-app: " + cacheApp},
@@ -45,6 +45,52 @@ func fqdnPolicyYAML(cacheApp, name string) (string, error) {
 		return y, nil
 	}
 	return "", errors.New("docs/install.md has no policy with toFQDNs")
+}
+
+// fqdnPolicyName is the name the suite gives docs/install.md's toFQDNs
+// policy.
+const fqdnPolicyName = "lrpdns-e2e-client-dns"
+
+// clientPortPatch is docs/install.md's patch that lets a client policy of
+// that form reach the cache pods on port 5354 too.
+var clientPortPatch = docPatch("ciliumnetworkpolicy allow-dns-and-api")
+
+// docPatch is the JSON patch of docs/install.md's `kubectl patch` command
+// on the object named, or "" (a patch that fails).
+func docPatch(object string) string {
+	b, err := os.ReadFile("../docs/install.md")
+	if err != nil {
+		return ""
+	}
+	for _, block := range strings.Split(string(b), "```sh\n")[1:] {
+		cmd, _, _ := strings.Cut(block, "```")
+		if _, after, ok := strings.Cut(cmd, "patch "+object+" --type=json -p='"); ok {
+			p, _, _ := strings.Cut(after, "'")
+			return p
+		}
+	}
+	return ""
+}
+
+// keepClientPolicy puts the clients behind docs/install.md's toFQDNs
+// policy, as written, for the rest of the suite (LRPDNS_E2E_CLIENT_POLICY):
+// their egress is then default-deny but for DNS to the cache pods and
+// kube-dns and the one name, and every scenario after runs through
+// Cilium's DNS proxy. verify must pass under it.
+func (s *suite) keepClientPolicy(t *testing.T) {
+	if !s.clientsBehindPolicy {
+		t.Skip("the clients' egress is open (LAB_POLICY=clients keeps them behind the documented policy)")
+	}
+	if clientPortPatch == "" {
+		fatal(t, "docs/install.md has no kubectl patch for the client policy allow-dns-and-api")
+	}
+	y, err := fqdnPolicyYAML(s.names.DaemonSet, "api.example.com")
+	if err != nil {
+		fatal(t, err)
+	}
+	s.applyYAML(t, y)
+	time.Sleep(3 * time.Second) // the agent computes the policy
+	s.verifyPasses(t)
 }
 
 // connectJS connects to ADDR:PORT from the Node.js client, after resolving

@@ -39,7 +39,9 @@
 #     KEEP=1 LAB_SUITE=none make e2e-lab deploys and leaves the lab to explore
 #   LAB_POLICY=on make e2e-lab   # with manifests/components/network-policy
 #     (Helm: networkPolicy.enabled): the cache and the controller behind
-#     their CiliumNetworkPolicies for the whole suite
+#     their CiliumNetworkPolicies for the whole suite; LAB_POLICY=clients
+#     also keeps the suite's clients behind docs/install.md's toFQDNs client
+#     policy (default-deny egress) after the policy checks
 #   LAB_INSTALL=helm make e2e-lab   # lrpdns installed, re-installed and
 #     uninstalled with charts/lrpdns (release lrpdns in kube-system) instead
 #     of kubectl apply -k; not with LAB_CLUSTER_DNS or LAB_FROM
@@ -75,8 +77,8 @@ case "$LAB_INSTALL" in
 esac
 LAB_POLICY=${LAB_POLICY:-off}
 case "$LAB_POLICY" in
-  on | off) ;;
-  *) echo "e2e-lab: LAB_POLICY=$LAB_POLICY: want on or off" >&2; exit 2 ;;
+  on | off | clients) ;;
+  *) echo "e2e-lab: LAB_POLICY=$LAB_POLICY: want on, clients or off" >&2; exit 2 ;;
 esac
 LAB_CLUSTER_DNS=${LAB_CLUSTER_DNS:-}
 case "$LAB_CLUSTER_DNS" in
@@ -170,7 +172,7 @@ write_helm_values() {
     kubeadm) : > "$f" ;;
     rke2) printf 'kubeDNS: {service: %s, udpPortName: udp-53, tcpPortName: tcp-53}\n' "$KUBE_DNS_SERVICE" > "$f" ;;
   esac
-  if [[ "$LAB_POLICY" == on ]]; then echo "networkPolicy: {enabled: true}" >> "$f"; fi
+  if [[ "$LAB_POLICY" != off ]]; then echo "networkPolicy: {enabled: true}" >> "$f"; fi
 }
 start() { # name netns cmd...   (runs in the background, logs and pid in the lab)
   local name=$1 ns=$2; shift 2
@@ -349,7 +351,7 @@ deploy() {
   if [[ -n "$LAB_CLUSTER_DNS" ]]; then
     if [[ "$LAB_FROM" == classic ]]; then components+=(beside-classic); else components+=(link-local); fi
   fi
-  if [[ "$LAB_POLICY" == on ]]; then components+=(network-policy); fi
+  if [[ "$LAB_POLICY" != off ]]; then components+=(network-policy); fi
   if [[ ${#components[@]} -gt 0 && "$LAB_INSTALL" == kustomize ]]; then
     local overlay="$LAB/install"
     mkdir -p "$overlay"
@@ -462,7 +464,8 @@ suite() {
   LRPDNS_E2E_KUBECTL="$K8S/kubectl" LRPDNS_E2E_KUSTOMIZATION="$kustomization" LRPDNS_E2E_CLUSTER_DNS="$LAB_CLUSTER_DNS" \
   LRPDNS_E2E_KUBE_DNS_SERVICE="$KUBE_DNS_SERVICE" LRPDNS_E2E_PATH="$BIN:$CILIUM_BIN" LRPDNS_E2E_DUAL_STACK="$DUAL_STACK" \
   LRPDNS_E2E_MIGRATE_FROM="$migrate_from" LRPDNS_E2E_DAEMONSET="$daemonset" LRPDNS_E2E_UPSTREAM_SERVICE="$upstream" \
-  LRPDNS_E2E_SUITE="$LAB_SUITE" LRPDNS_E2E_HELM="$HELM" LRPDNS_E2E_NETWORK_POLICY="$([[ "$LAB_POLICY" == on ]] && echo 1)" \
+  LRPDNS_E2E_SUITE="$LAB_SUITE" LRPDNS_E2E_HELM="$HELM" LRPDNS_E2E_NETWORK_POLICY="$([[ "$LAB_POLICY" != off ]] && echo 1)" \
+  LRPDNS_E2E_CLIENT_POLICY="$([[ "$LAB_POLICY" == clients ]] && echo 1)" \
   LRPDNS_E2E_HELM_CHART="$([[ "$LAB_INSTALL" == helm ]] && echo "$REPO_ROOT/charts/lrpdns")" \
   LRPDNS_E2E_HELM_VALUES="$([[ "$LAB_INSTALL" == helm ]] && echo "$HELM_VALUES")" \
     nsenter --net="/run/netns/$NODE_NS" sh -c "$join" "$CGROUP/$NODE/cgroup.procs" \
