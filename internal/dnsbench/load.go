@@ -116,6 +116,32 @@ func exchange(conn net.Conn, query, buf []byte, id uint16) bool {
 	}
 }
 
+// CPU returns the user and system CPU time process pid has used, from
+// /proc/PID/stat (in clock ticks of 1/100 s, as Linux reports them to
+// user space).
+func CPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat") //nolint:gosec // a process id, not a path from input
+	if err != nil {
+		return 0, fmt.Errorf("failed to read process stat: %w", err)
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after its closing parenthesis. utime and stime are fields 14 and 15.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, b)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, b)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
 // RSS returns the resident set size of process pid, from /proc.
 func RSS(pid int) (uint64, error) { return Status(pid, "VmRSS") }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -46,5 +47,32 @@ func TestRSS(t *testing.T) {
 	rss, err := RSS(os.Getpid())
 	if err != nil || rss < 1<<20 {
 		t.Errorf("RSS(self) = %d, %v; want at least 1 MiB", rss, err)
+	}
+}
+
+// TestCPU: this process, after spinning for 300 ms, shows at least 200 ms
+// more; a child that only sleeps shows almost none.
+func TestCPU(t *testing.T) {
+	before, err := CPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		n++
+	}
+	after, err := CPU(os.Getpid())
+	if err != nil || after-before < 200*time.Millisecond {
+		t.Errorf("CPU(self) went from %v to %v (%v) over a 300 ms spin of %d rounds; want at least 200 ms more", before, after, err, n)
+	}
+	sleeper := exec.Command("sleep", "1")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	got, err := CPU(sleeper.Process.Pid)
+	_ = sleeper.Wait()
+	if err != nil || got > 100*time.Millisecond {
+		t.Errorf("CPU(sleep 1) = %v, %v; want under 100 ms", got, err)
 	}
 }
