@@ -32,7 +32,7 @@ lint: ## golangci-lint v2 (installed into bin/).
 	hack/lint.sh
 
 .PHONY: bench
-bench: ## node-cache vs stock CoreDNS (QPS, p50/p99, RSS); controller convergence and RSS.
+bench: ## node-cache vs stock CoreDNS (QPS, p50/p99, CPU, RSS); full-cache RSS; controller convergence and RSS.
 	hack/bench.sh
 
 .PHONY: soak

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks, each with the command that produced it in its output:
-#  - node-cache vs stock CoreDNS (same module version, same Corefile), cache
-#    hit and cache miss over UDP on loopback: QPS, p50/p99, idle/loaded RSS;
+#  - node-cache vs stock CoreDNS (same module version) with the reference
+#    node-local-dns Corefile and with node-cache's own, cache hit and cache
+#    miss over UDP on loopback: QPS, p50/p99, CPU per 100k, idle/loaded RSS;
 #  - node-cache with every cache full (BenchmarkFullCacheRSS): its RSS;
 #  - the controller: convergence from DaemonSet ready to policy created, and
 #    its RSS with 100 vs 10,000 unrelated pods (real kube-apiserver + etcd).
 #   BENCHTIME=5s COUNT=3 make bench
+#   NODE_CACHE_ARGS="--prefetch=false" make bench   # node-cache's column
+#     with other flags, to measure what a default costs
 set -o errexit -o nounset -o pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
@@ -13,9 +16,11 @@ hack/build.sh >/dev/null
 LRPDNS_NODE_CACHE_BIN="$BIN/node-cache"
 LRPDNS_COREDNS_BIN=$(hack/coredns-bin.sh)
 KUBEBUILDER_ASSETS=$(hack/k8s-bins.sh)
-export LRPDNS_NODE_CACHE_BIN LRPDNS_COREDNS_BIN KUBEBUILDER_ASSETS
+LRPDNS_BENCH_NODE_CACHE_ARGS=${NODE_CACHE_ARGS:-}
+export LRPDNS_NODE_CACHE_BIN LRPDNS_COREDNS_BIN KUBEBUILDER_ASSETS LRPDNS_BENCH_NODE_CACHE_ARGS
 echo "node-cache: $LRPDNS_NODE_CACHE_BIN ($VERSION); stock CoreDNS: $LRPDNS_COREDNS_BIN ($COREDNS_VERSION)"
 echo "cores: $(nproc); the load generator and the server share them"
+if [[ -n "$LRPDNS_BENCH_NODE_CACHE_ARGS" ]]; then echo "node-cache's column with: $LRPDNS_BENCH_NODE_CACHE_ARGS"; fi
 run() { echo "+ $*"; "$@"; }
 run go test -run '^$' -bench 'BenchmarkCache' -benchtime "${BENCHTIME:-3s}" -count "${COUNT:-1}" ./internal/dnsbench/
 run go test -run '^$' -bench 'BenchmarkConvergence' -benchtime 20x -count "${COUNT:-1}" ./pkg/lrp/

@@ -36,8 +36,8 @@ import (
 // latency it reports each server's CPU seconds per 100,000 queries (user +
 // system, from /proc) and its RSS idle and after the load.
 //
-// hack/bench.sh builds the binaries and sets LRPDNS_NODE_CACHE_BIN and
-// LRPDNS_COREDNS_BIN. The load generator shares the machine's cores with
+// hack/bench.sh builds the binaries and sets LRPDNS_NODE_CACHE_BIN,
+// LRPDNS_COREDNS_BIN and LRPDNS_BENCH_NODE_CACHE_ARGS. The load generator shares the machine's cores with
 // the server, so compare the columns, not absolute numbers across hosts.
 func BenchmarkCache(b *testing.B) {
 	nodeCache, coreDNS := os.Getenv("LRPDNS_NODE_CACHE_BIN"), os.Getenv("LRPDNS_COREDNS_BIN")
@@ -62,7 +62,10 @@ func BenchmarkCache(b *testing.B) {
 		{name: "coredns-reference", port: dnstest.FreePort(b)},
 		{name: "coredns-same-config", port: dnstest.FreePort(b)},
 	}
-	servers[0].cmd = exec.Command(nodeCache, flags(servers[0].port)...)
+	// LRPDNS_BENCH_NODE_CACHE_ARGS: more flags for node-cache's column
+	// only (make bench NODE_CACHE_ARGS="--prefetch=false"), to find what a
+	// default costs.
+	servers[0].cmd = exec.Command(nodeCache, append(flags(servers[0].port), strings.Fields(os.Getenv("LRPDNS_BENCH_NODE_CACHE_ARGS"))...)...)
 
 	reference := referenceCorefile(servers[1].port, upstream.Addr.String(), dnstest.FreeAddr(b), dnstest.FreeAddr(b))
 	write(b, filepath.Join(dir, "reference", "Corefile"), reference)
