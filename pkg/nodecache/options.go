@@ -21,7 +21,10 @@ func (o *Options) limits() (front.Limits, error) {
 	if o.MaxTCPQueries < 1 || o.MaxTCPQueries > 1_000_000 {
 		return l, &corefile.FieldError{Field: "--max-tcp-queries", Value: fmt.Sprint(o.MaxTCPQueries), Want: "a number from 1 to 1000000"}
 	}
-	l.MaxTCPConns, l.MaxTCPQueries = o.MaxTCPConns, o.MaxTCPQueries
+	if o.UDPSockets < 1 || o.UDPSockets > 64 {
+		return l, &corefile.FieldError{Field: "--udp-sockets", Value: fmt.Sprint(o.UDPSockets), Want: "a number from 1 to 64"}
+	}
+	l.MaxTCPConns, l.MaxTCPQueries, l.UDPSockets = o.MaxTCPConns, o.MaxTCPQueries, o.UDPSockets
 	return l, nil
 }
 
@@ -70,6 +73,8 @@ type Options struct {
 	// MaxTCPConns caps concurrent TCP connections; MaxTCPQueries caps the
 	// queries one connection carries.
 	MaxTCPConns, MaxTCPQueries int
+	// UDPSockets is how many UDP sockets each address opens (SO_REUSEPORT).
+	UDPSockets int
 
 	// Getenv reads the environment; os.Getenv when nil.
 	Getenv func(string) string
@@ -106,6 +111,7 @@ func DefaultOptions() Options {
 		CheckInterval:        10 * time.Second,
 		MaxTCPConns:          front.DefaultLimits.MaxTCPConns,
 		MaxTCPQueries:        front.DefaultLimits.MaxTCPQueries,
+		UDPSockets:           front.DefaultLimits.UDPSockets,
 	}
 }
 
@@ -174,6 +180,7 @@ func ParseFlags(name string, args []string, stderr io.Writer) (Options, error) {
 	fs.DurationVar(&o.CheckInterval, "config-check-interval", o.CheckInterval, "re-read the inputs this often even without file events")
 	fs.IntVar(&o.MaxTCPConns, "max-tcp-connections", o.MaxTCPConns, "concurrent TCP connections; one more is closed at once")
 	fs.IntVar(&o.MaxTCPQueries, "max-tcp-queries", o.MaxTCPQueries, "queries one TCP connection may carry before the cache closes it")
+	fs.IntVar(&o.UDPSockets, "udp-sockets", o.UDPSockets, "UDP sockets per address, bound with SO_REUSEPORT when more than one")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s [render] [flags]\n\nServes DNS (or with render, prints the Corefile it would serve).\nEach flag can also be set as %s<FLAG_NAME>.\n\n", name, EnvPrefix)
 		fs.PrintDefaults()

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coredns/coredns/core/dnsserver"
@@ -30,6 +31,10 @@ type Limits struct {
 	// MaxGoroutines pauses reading UDP while more goroutines run (see
 	// pacedReader); 0 never pauses.
 	MaxGoroutines int
+	// UDPSockets is how many UDP sockets each address opens, bound with
+	// SO_REUSEPORT so the kernel spreads packets over them, each read by
+	// its own goroutine; 0 or 1 opens one plain socket.
+	UDPSockets int
 }
 
 // DefaultLimits are the shipped limits. A held TCP connection costs about
@@ -42,6 +47,7 @@ var DefaultLimits = Limits{
 	WriteTimeout:  5 * time.Second,
 	UDPReadBuffer: 4 << 20,
 	MaxGoroutines: 2048,
+	UDPSockets:    1,
 }
 
 // Front is the public side of one node-cache.
@@ -150,13 +156,10 @@ func (f *Front) serve(addr string) error {
 	}
 	host, _, _ := net.SplitHostPort(addr)
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, port))
+	pcs, err := listenUDP(net.JoinHostPort(host, port), max(f.limits.UDPSockets, 1))
 	if err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("front: %w", err)
-	}
-	if uc, ok := pc.(*net.UDPConn); ok && f.limits.UDPReadBuffer > 0 {
-		_ = uc.SetReadBuffer(f.limits.UDPReadBuffer)
 	}
 	h := dns.HandlerFunc(f.serveDNS)
 	idle := f.limits.IdleTimeout
@@ -165,21 +168,61 @@ func (f *Front) serve(addr string) error {
 		MaxTCPQueries: f.limits.MaxTCPQueries, ReadTimeout: f.limits.ReadTimeout, WriteTimeout: f.limits.WriteTimeout,
 		IdleTimeout: func() time.Duration { return idle },
 	}
-	udp := &dns.Server{PacketConn: pc, Net: "udp", Handler: h}
-	if f.limits.MaxGoroutines > 0 {
-		udp.DecorateReader = func(r dns.Reader) dns.Reader {
-			return &pacedReader{Reader: r, max: f.limits.MaxGoroutines, waited: &f.paused}
+	servers := []*dns.Server{tcp}
+	for _, pc := range pcs {
+		if uc, ok := pc.(*net.UDPConn); ok && f.limits.UDPReadBuffer > 0 {
+			_ = uc.SetReadBuffer(f.limits.UDPReadBuffer)
 		}
+		udp := &dns.Server{PacketConn: pc, Net: "udp", Handler: h}
+		if f.limits.MaxGoroutines > 0 {
+			udp.DecorateReader = func(r dns.Reader) dns.Reader {
+				return &pacedReader{Reader: r, max: f.limits.MaxGoroutines, waited: &f.paused}
+			}
+		}
+		servers = append(servers, udp)
 	}
-	for _, s := range []*dns.Server{tcp, udp} {
+	for _, s := range servers {
 		started := make(chan struct{})
 		s.NotifyStartedFunc = func() { close(started) }
 		go func() { _ = s.ActivateAndServe() }()
 		<-started
 	}
-	f.servers = append(f.servers, tcp, udp)
-	f.addrs = append(f.addrs, ln.Addr(), pc.LocalAddr())
+	f.servers = append(f.servers, servers...)
+	f.addrs = append(f.addrs, ln.Addr(), pcs[0].LocalAddr())
 	return nil
+}
+
+// listenUDP opens n UDP sockets on addr: one plain socket, or n bound with
+// SO_REUSEPORT.
+func listenUDP(addr string, n int) ([]net.PacketConn, error) {
+	if n == 1 {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return []net.PacketConn{pc}, nil
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, soReusePort, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	pcs := make([]net.PacketConn, 0, n)
+	for range n {
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			for _, p := range pcs {
+				_ = p.Close()
+			}
+			return nil, err
+		}
+		pcs = append(pcs, pc)
+	}
+	return pcs, nil
 }
 
 // serveDNS is CoreDNS's own handler for its listeners, on the server
