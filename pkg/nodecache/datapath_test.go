@@ -125,9 +125,7 @@ func TestConfigMapChangeIsLive(t *testing.T) {
 		t.Fatalf("stub domain not served 5s after the ConfigMap changed; logs:\n%s", h.logs)
 	}
 	t.Logf("stub domain served %s after the ConfigMap changed", time.Since(start).Round(time.Millisecond))
-	if _, gen := h.metric("lrpdns_node_cache_config_generation"); gen != gen0+1 {
-		t.Errorf("config_generation = %v, want %v", gen, gen0+1)
-	}
+	h.wantGeneration(gen0 + 1)
 }
 
 func TestBrokenConfigMapKeepsLastGoodConfig(t *testing.T) {
@@ -344,9 +342,7 @@ func TestZonesFileIsLiveAndKeepsLastGood(t *testing.T) {
 	}) {
 		t.Fatalf("zone not served 5s after the zones file changed; logs:\n%s", h.logs)
 	}
-	if _, gen := h.metric("lrpdns_node_cache_config_generation"); gen != gen0+1 {
-		t.Errorf("config_generation = %v, want %v", gen, gen0+1)
-	}
+	h.wantGeneration(gen0 + 1)
 	wantOnly(t, corp, fmt.Sprintf("n%d.corp.example", i), "tcp", 1)
 
 	writeConfigMap(t, dir, map[string]string{"zones.yaml": "zones:\n- zone: corp.example\n  servers: [10.160.0.10]\n  protocol: quic\n"})

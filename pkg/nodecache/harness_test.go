@@ -118,6 +118,21 @@ func (h *harness) mustAnswer(name, want string) *dns.Msg {
 	return r
 }
 
+// wantGeneration asserts that the config generation becomes want, and no
+// more: the new server answers queries a moment before the reload that
+// started it returns and counts it.
+func (h *harness) wantGeneration(want float64) {
+	h.t.Helper()
+	var gen float64
+	eventually(2*time.Second, func() bool {
+		_, gen = h.metric("lrpdns_node_cache_config_generation")
+		return gen >= want
+	})
+	if gen != want {
+		h.t.Errorf("config_generation = %v, want %v", gen, want)
+	}
+}
+
 // metric scrapes the metrics endpoint and returns the sample whose name and
 // labels start with prefix.
 func (h *harness) metric(prefix string) (string, float64) {
