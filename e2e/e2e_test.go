@@ -416,13 +416,13 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 			// Measured, not required: docs/lab.md gives the figures.
 			// The action returns once the new Service has ready
 			// endpoints; the window ends 3 s later.
-			if not := failuresInGap(r, start, start.Add(took+3*time.Second)); not == "" {
+			not := failuresInGap(r, start, start.Add(took+3*time.Second))
+			if not == "" {
 				t.Logf("%s (%s): %d failed, every one a cluster-domain name sent between %s and 3 s after the Service had endpoints again: %s; failures %q",
 					scenario, r.Client, r.Failed, start.UTC().Format("15:04:05.000"), why, r.Failures)
 				continue
-			} else {
-				t.Logf("%s (%s): not the upstream gap: %s", scenario, r.Client, not)
 			}
+			t.Logf("%s (%s): not the upstream gap: %s", scenario, r.Client, not)
 		}
 		if why := s.withoutFallback(scenario); why != "" && r.Client != "" {
 			// Measured, not required: docs/install.md says why and what to do.
@@ -1033,8 +1033,10 @@ func (s *suite) portChange(t *testing.T) {
 			cnp.SetKind("CiliumNetworkPolicy")
 			cnp.SetNamespace(s.names.Namespace)
 			cnp.SetName(s.names.DaemonSet)
-			patch := `[{"op":"add","path":"/spec/ingress/0/toPorts/0/ports/-","value":{"port":"5354","protocol":"UDP"}},` +
-				`{"op":"add","path":"/spec/ingress/0/toPorts/0/ports/-","value":{"port":"5354","protocol":"TCP"}}]`
+			patch := docPatch("ciliumnetworkpolicy node-local-dns")
+			if patch == "" {
+				fatal(t, "docs/install.md has no kubectl patch for the component's policy node-local-dns")
+			}
 			if err := s.c.Patch(ctx, cnp, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
 				fatalf(t, "letting port 5354 into the cache's network policy: %v", err)
 			}

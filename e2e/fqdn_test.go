@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,11 +74,35 @@ func docPatch(object string) string {
 	return ""
 }
 
+// TestDocPatches: docs/install.md's two `kubectl patch` commands, which the
+// port change runs as written, are there and are JSON patches that add port
+// 5354 over UDP and TCP; make test runs it.
+func TestDocPatches(t *testing.T) {
+	for _, object := range []string{"ciliumnetworkpolicy node-local-dns", "ciliumnetworkpolicy allow-dns-and-api"} {
+		p := docPatch(object)
+		var ops []struct {
+			Op, Path string
+			Value    struct{ Port, Protocol string }
+		}
+		if err := json.Unmarshal([]byte(p), &ops); err != nil {
+			t.Errorf("patch %s: %v: %q", object, err, p)
+			continue
+		}
+		var got []string
+		for _, o := range ops {
+			got = append(got, o.Op+" "+o.Value.Port+"/"+o.Value.Protocol)
+		}
+		if want := []string{"add 5354/UDP", "add 5354/TCP"}; !slices.Equal(got, want) {
+			t.Errorf("patch %s: %v, want %v", object, got, want)
+		}
+	}
+}
+
 // keepClientPolicy puts the clients behind docs/install.md's toFQDNs
 // policy, as written, for the rest of the suite (LRPDNS_E2E_CLIENT_POLICY):
 // their egress is then default-deny but for DNS to the cache pods and
-// kube-dns and the one name, and every scenario after runs through
-// Cilium's DNS proxy. verify must pass under it.
+// kube-dns and the one name, and their DNS over UDP goes through Cilium's
+// DNS proxy in every scenario after. verify must pass under it.
 func (s *suite) keepClientPolicy(t *testing.T) {
 	if !s.clientsBehindPolicy {
 		t.Skip("the clients' egress is open (LAB_POLICY=clients keeps them behind the documented policy)")

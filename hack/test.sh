@@ -14,5 +14,5 @@ go test -count=1 "$@" ./...
 # The lab's small kubelet is concurrent code: its tests run with the race
 # detector too.
 go test -race -count=1 "$@" ./e2e/lab/...
-# The e2e suite's pure logic, which the lab relies on.
-go test -count=1 -tags e2e -run 'TestFailuresInGap' "$@" ./e2e/
+# The e2e suite's pure logic, and the docs it reads, which the lab relies on.
+go test -count=1 -tags e2e -run 'TestFailuresInGap|TestDocPatches' "$@" ./e2e/
