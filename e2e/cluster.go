@@ -33,8 +33,9 @@ type Cluster interface {
 	// (kubectl apply -k), or with Helm the kustomization that renders the
 	// same objects (the migration guide's steps use it).
 	Kustomization() string
-	// Install installs lrpdns again as it was installed (kubectl apply -k,
-	// or helm upgrade --install); Uninstall removes it that way and waits.
+	// Install installs lrpdns again as it was installed (kubectl apply -k
+	// or -f, or helm upgrade --install); Uninstall removes it that way and
+	// waits.
 	// UninstallCommand names the command, for reports.
 	Install(ctx context.Context) (string, error)
 	Uninstall(ctx context.Context) (string, error)
@@ -53,6 +54,8 @@ type Cluster interface {
 //	                       instead of the kustomization, with
 //	LRPDNS_E2E_HELM        the helm binary and
 //	LRPDNS_E2E_HELM_VALUES its values file, if any
+//	LRPDNS_E2E_MANIFEST    manifests/install.yaml, applied with kubectl
+//	                       apply -f instead of the kustomization
 //
 // or, for the lab (hack/e2e-lab.sh), LRPDNS_E2E_PROVIDER=lab, the same, and
 //
@@ -67,6 +70,10 @@ func fromEnv() (Cluster, error) {
 		helm:          os.Getenv("LRPDNS_E2E_HELM"),
 		chart:         os.Getenv("LRPDNS_E2E_HELM_CHART"),
 		values:        os.Getenv("LRPDNS_E2E_HELM_VALUES"),
+		manifest:      os.Getenv("LRPDNS_E2E_MANIFEST"),
+	}
+	if k.chart != "" && k.manifest != "" {
+		return nil, fmt.Errorf("set LRPDNS_E2E_HELM_CHART or LRPDNS_E2E_MANIFEST, not both")
 	}
 	if k.chart != "" && k.helm == "" {
 		return nil, fmt.Errorf("LRPDNS_E2E_HELM_CHART is set: set LRPDNS_E2E_HELM too")
@@ -90,12 +97,17 @@ type kubectlCluster struct {
 	kubeconfig, hubble, kubectl, image, kustomization string
 	// helm, chart and values: installed with Helm when chart is set.
 	helm, chart, values string
+	// manifest: installed with kubectl apply -f manifest when set.
+	manifest string
 }
 
 // The Helm release the lab installs.
 const helmRelease, helmNamespace = "lrpdns", "kube-system"
 
 func (c *kubectlCluster) Install(ctx context.Context) (string, error) {
+	if c.manifest != "" {
+		return c.Kubectl(ctx, "apply", "-f", c.manifest)
+	}
 	if c.chart == "" {
 		return c.Kubectl(ctx, "apply", "-k", c.kustomization)
 	}
@@ -107,6 +119,9 @@ func (c *kubectlCluster) Install(ctx context.Context) (string, error) {
 }
 
 func (c *kubectlCluster) Uninstall(ctx context.Context) (string, error) {
+	if c.manifest != "" {
+		return c.Kubectl(ctx, "delete", "-f", c.manifest, "--wait=true")
+	}
 	if c.chart == "" {
 		return c.Kubectl(ctx, "delete", "-k", c.kustomization, "--wait=true")
 	}
@@ -114,6 +129,9 @@ func (c *kubectlCluster) Uninstall(ctx context.Context) (string, error) {
 }
 
 func (c *kubectlCluster) UninstallCommand() string {
+	if c.manifest != "" {
+		return "kubectl delete -f"
+	}
 	if c.chart == "" {
 		return "kubectl delete -k"
 	}

@@ -131,7 +131,7 @@ func (s *suite) withoutFallback(scenario string) string {
 	switch scenario {
 	case "cache port 5353 -> 5354":
 		return "the policies are withdrawn until the rollout completes"
-	case "DaemonSet deleted with --cascade=orphan and re-applied", "cache DaemonSet deleted", "uninstall (kubectl delete -k)", "uninstall (helm uninstall)":
+	case "DaemonSet deleted with --cascade=orphan and re-applied", "cache DaemonSet deleted", "uninstall (kubectl delete -k)", "uninstall (kubectl delete -f)", "uninstall (helm uninstall)":
 		return "the policies go with the DaemonSet"
 	}
 	return ""
@@ -227,7 +227,7 @@ func TestE2E(t *testing.T) {
 	t.Run("a node's cache drained", s.drainNode)
 	t.Run("cache port change", s.portChange)
 	t.Run("cache DaemonSet deleted", s.deleteCache)
-	t.Run("uninstall as installed (kubectl delete -k, or helm uninstall)", s.uninstall)
+	t.Run("uninstall as installed (kubectl delete -k or -f, or helm uninstall)", s.uninstall)
 }
 
 // newSuite reaches the cluster the environment names (or skips), starts the
@@ -1320,7 +1320,7 @@ func (s *suite) deleteCache(t *testing.T) {
 }
 
 // uninstall re-installs, then removes everything with kubectl delete -k
-// (or helm uninstall) under queries: kubectl deletes in kustomize's order
+// (or -f manifests/install.yaml, or helm uninstall) under queries: kubectl deletes in kustomize's order
 // (RBAC and Services before the DaemonSet), helm in its own (Services, the
 // controller's Deployment, then the DaemonSet); the garbage collector
 // removes the policy after the DaemonSet, and kube-dns-upstream only after

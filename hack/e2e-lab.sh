@@ -44,7 +44,9 @@
 #     policy (default-deny egress) after the policy checks
 #   LAB_INSTALL=helm make e2e-lab   # lrpdns installed, re-installed and
 #     uninstalled with charts/lrpdns (release lrpdns in kube-system) instead
-#     of kubectl apply -k; not with LAB_CLUSTER_DNS or LAB_FROM
+#     of kubectl apply -k; not with LAB_CLUSTER_DNS or LAB_FROM;
+#     LAB_INSTALL=yaml: kubectl apply -f manifests/install.yaml (and delete
+#     -f), kubeadm's kube-dns and no component only
 #   LAB_KUBE_DNS=rke2 make e2e-lab   # kube-dns as RKE2 names it (Service
 #     rke2-coredns-rke2-coredns, ports udp-53/tcp-53), lrpdns installed with
 #     the rke2 component; default kubeadm (kube-dns, dns/dns-tcp)
@@ -73,7 +75,8 @@ LAB_INSTALL=${LAB_INSTALL:-kustomize}
 case "$LAB_INSTALL" in
   kustomize) ;;
   helm) [[ -z "${LAB_CLUSTER_DNS:-}${LAB_FROM:-}" ]] || { echo "e2e-lab: LAB_INSTALL=helm: not with LAB_CLUSTER_DNS or LAB_FROM (their steps are kustomize's)" >&2; exit 2; } ;;
-  *) echo "e2e-lab: LAB_INSTALL=$LAB_INSTALL: want kustomize or helm" >&2; exit 2 ;;
+  yaml) [[ -z "${LAB_CLUSTER_DNS:-}${LAB_FROM:-}" && "${LAB_POLICY:-off}" == off && "$LAB_KUBE_DNS" == kubeadm ]] || { echo "e2e-lab: LAB_INSTALL=yaml: manifests/install.yaml has no components: not with LAB_CLUSTER_DNS, LAB_FROM, LAB_POLICY or LAB_KUBE_DNS" >&2; exit 2; } ;;
+  *) echo "e2e-lab: LAB_INSTALL=$LAB_INSTALL: want kustomize, helm or yaml" >&2; exit 2 ;;
 esac
 LAB_POLICY=${LAB_POLICY:-off}
 case "$LAB_POLICY" in
@@ -365,7 +368,7 @@ YAML
     INSTALL=$overlay
     log "pods' resolver: $CLUSTER_DNS; lrpdns from $INSTALL (components: ${components[*]})"
   fi
-  log "profile $LAB_PROFILE; kube-dns as $LAB_KUBE_DNS names it: Service $KUBE_DNS_SERVICE; lrpdns from $([[ "$LAB_INSTALL" == helm ]] && echo "charts/lrpdns (helm)" || echo "$INSTALL")"
+  log "profile $LAB_PROFILE; kube-dns as $LAB_KUBE_DNS names it: Service $KUBE_DNS_SERVICE; lrpdns from $(case "$LAB_INSTALL" in helm) echo "charts/lrpdns (helm)" ;; yaml) echo manifests/install.yaml ;; *) echo "$INSTALL" ;; esac)"
   k apply -k "e2e/lab/kube-dns/$LAB_KUBE_DNS" >/dev/null
   if [[ -n "$DUAL_STACK" ]]; then
     # kubeadm leaves kube-dns single-stack; a dual-stack cluster that wants
@@ -396,6 +399,8 @@ YAML
     write_helm_values
     nsenter --net="/run/netns/$NODE_NS" "$HELM" --kubeconfig "$LAB/etc/kubeconfig" \
       upgrade --install lrpdns charts/lrpdns --namespace kube-system --values "$HELM_VALUES"
+  elif [[ "$LAB_INSTALL" == yaml ]]; then
+    k apply -f manifests/install.yaml
   else
     k apply -k "$INSTALL"
   fi
@@ -468,6 +473,7 @@ suite() {
   LRPDNS_E2E_CLIENT_POLICY="$([[ "$LAB_POLICY" == clients ]] && echo 1)" \
   LRPDNS_E2E_HELM_CHART="$([[ "$LAB_INSTALL" == helm ]] && echo "$REPO_ROOT/charts/lrpdns")" \
   LRPDNS_E2E_HELM_VALUES="$([[ "$LAB_INSTALL" == helm ]] && echo "$HELM_VALUES")" \
+  LRPDNS_E2E_MANIFEST="$([[ "$LAB_INSTALL" == yaml ]] && echo "$REPO_ROOT/manifests/install.yaml")" \
     nsenter --net="/run/netns/$NODE_NS" sh -c "$join" "$CGROUP/$NODE/cgroup.procs" \
       "$BIN/e2e.test" -test.v -test.count=1 -test.timeout=30m -test.run "$TEST_RUN")
 }
