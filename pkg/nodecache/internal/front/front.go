@@ -202,15 +202,7 @@ func listenUDP(addr string, n int) ([]net.PacketConn, error) {
 		}
 		return []net.PacketConn{pc}, nil
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, soReusePort, 1)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error { return reusePort(c) }}
 	pcs := make([]net.PacketConn, 0, n)
 	for range n {
 		pc, err := lc.ListenPacket(context.Background(), "udp", addr)

@@ -2,5 +2,12 @@
 
 package front
 
-// soReusePort is SO_REUSEPORT on the BSDs and macOS.
-const soReusePort = 0x200
+import (
+	"errors"
+	"syscall"
+)
+
+// reusePort: several UDP sockets on one address are built for Linux only.
+func reusePort(syscall.RawConn) error {
+	return errors.New("more than one UDP socket per address needs Linux (SO_REUSEPORT)")
+}
