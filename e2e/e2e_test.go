@@ -888,14 +888,7 @@ func (s *suite) applyYAML(t *testing.T, y string) *unstructured.Unstructured {
 func (s *suite) clientPolicy(t *testing.T) {
 	ctx := t.Context()
 	apply := func(allowCache bool) { s.applyYAML(t, clientPolicyYAML(allowCache, s.names.DaemonSet)) }
-	t.Cleanup(func() {
-		u := &unstructured.Unstructured{}
-		u.SetAPIVersion("cilium.io/v2")
-		u.SetKind("CiliumNetworkPolicy")
-		u.SetNamespace("default")
-		u.SetName("lrpdns-e2e-client-dns")
-		_ = s.c.Delete(context.Background(), u)
-	})
+	t.Cleanup(func() { _ = s.c.Delete(context.Background(), ciliumNetworkPolicy("default", "lrpdns-e2e-client-dns")) })
 	apply(false)
 	time.Sleep(3 * time.Second) // the agent computes the policy
 	start := time.Now()
@@ -1025,35 +1018,13 @@ func (s *suite) portChange(t *testing.T) {
 				c.Ports[i].ContainerPort = 5354
 			}
 		}
+		// As docs/install.md says: the component's policy, and every
+		// client policy, let the new port in first.
 		if s.networkPolicy {
-			// As docs/install.md says: the component's policy lets the new
-			// port in first.
-			cnp := &unstructured.Unstructured{}
-			cnp.SetAPIVersion("cilium.io/v2")
-			cnp.SetKind("CiliumNetworkPolicy")
-			cnp.SetNamespace(s.names.Namespace)
-			cnp.SetName(s.names.DaemonSet)
-			patch := docPatch("ciliumnetworkpolicy node-local-dns")
-			if patch == "" {
-				fatal(t, "docs/install.md has no kubectl patch for the component's policy node-local-dns")
-			}
-			if err := s.c.Patch(ctx, cnp, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
-				fatalf(t, "letting port 5354 into the cache's network policy: %v", err)
-			}
-			time.Sleep(2 * time.Second)
+			s.patchAsDocs(t, ciliumNetworkPolicy(s.names.Namespace, s.names.DaemonSet), cachePolicyDoc)
 		}
 		if s.clientsBehindPolicy {
-			// As docs/install.md says: every client policy lets the new
-			// port to the cache pods first.
-			cnp := &unstructured.Unstructured{}
-			cnp.SetAPIVersion("cilium.io/v2")
-			cnp.SetKind("CiliumNetworkPolicy")
-			cnp.SetNamespace("default")
-			cnp.SetName(fqdnPolicyName)
-			if err := s.c.Patch(ctx, cnp, client.RawPatch(types.JSONPatchType, []byte(clientPortPatch))); err != nil {
-				fatalf(t, "letting port 5354 into the clients' policy: %v", err)
-			}
-			time.Sleep(2 * time.Second)
+			s.patchAsDocs(t, ciliumNetworkPolicy("default", fqdnPolicyName), clientPolicyDoc)
 		}
 		if err := s.c.Update(ctx, ds); err != nil {
 			fatal(t, err)
@@ -1065,6 +1036,29 @@ func (s *suite) portChange(t *testing.T) {
 	})
 	// And the queries reach a cache on 5354 again, not only kube-dns.
 	s.verifyPasses(t)
+}
+
+// ciliumNetworkPolicy names a CiliumNetworkPolicy, to patch or delete.
+func ciliumNetworkPolicy(namespace, name string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("cilium.io/v2")
+	u.SetKind("CiliumNetworkPolicy")
+	u.SetNamespace(namespace)
+	u.SetName(name)
+	return u
+}
+
+// patchAsDocs applies to obj docs/install.md's `kubectl patch` of
+// docObject, as written, and gives the agents 2 s to compute the policy.
+func (s *suite) patchAsDocs(t *testing.T, obj client.Object, docObject string) {
+	patch := docPatch(docObject)
+	if patch == "" {
+		fatalf(t, "docs/install.md has no kubectl patch for %s", docObject)
+	}
+	if err := s.c.Patch(t.Context(), obj, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
+		fatalf(t, "%s/%s: docs/install.md's patch of %s: %v", obj.GetNamespace(), obj.GetName(), docObject, err)
+	}
+	time.Sleep(2 * time.Second)
 }
 
 // verifyCLI runs the commands README and docs/install.md give after an

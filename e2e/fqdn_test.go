@@ -23,12 +23,11 @@ import (
 // suite's cache label, and name for api.example.com. A doc that no longer
 // has what is replaced is an error.
 func fqdnPolicyYAML(cacheApp, name string) (string, error) {
-	b, err := os.ReadFile("../docs/install.md")
+	blocks, err := installDocBlocks("yaml")
 	if err != nil {
 		return "", err
 	}
-	for _, block := range strings.Split(string(b), "```yaml\n")[1:] {
-		y, _, _ := strings.Cut(block, "```")
+	for _, y := range blocks {
 		if !strings.Contains(y, "toFQDNs") {
 			continue
 		}
@@ -53,19 +52,33 @@ func fqdnPolicyYAML(cacheApp, name string) (string, error) {
 // policy.
 const fqdnPolicyName = "lrpdns-e2e-client-dns"
 
-// clientPortPatch is docs/install.md's patch that lets a client policy of
-// that form reach the cache pods on port 5354 too.
-var clientPortPatch = docPatch("ciliumnetworkpolicy allow-dns-and-api")
+// The objects docs/install.md's `kubectl patch` commands let port 5354
+// into: the network-policy component's policy for the cache, and its
+// toFQDNs client policy.
+const (
+	cachePolicyDoc  = "ciliumnetworkpolicy node-local-dns"
+	clientPolicyDoc = "ciliumnetworkpolicy allow-dns-and-api"
+)
+
+// installDocBlocks are docs/install.md's code blocks in lang, as written.
+func installDocBlocks(lang string) ([]string, error) {
+	b, err := os.ReadFile("../docs/install.md")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, block := range strings.Split(string(b), "```"+lang+"\n")[1:] {
+		code, _, _ := strings.Cut(block, "```")
+		out = append(out, code)
+	}
+	return out, nil
+}
 
 // docPatch is the JSON patch of docs/install.md's `kubectl patch` command
 // on the object named, or "" (a patch that fails).
 func docPatch(object string) string {
-	b, err := os.ReadFile("../docs/install.md")
-	if err != nil {
-		return ""
-	}
-	for _, block := range strings.Split(string(b), "```sh\n")[1:] {
-		cmd, _, _ := strings.Cut(block, "```")
+	blocks, _ := installDocBlocks("sh")
+	for _, cmd := range blocks {
 		if _, after, ok := strings.Cut(cmd, "patch "+object+" --type=json -p='"); ok {
 			p, _, _ := strings.Cut(after, "'")
 			return p
@@ -78,7 +91,7 @@ func docPatch(object string) string {
 // port change runs as written, are there and are JSON patches that add port
 // 5354 over UDP and TCP; make test runs it.
 func TestDocPatches(t *testing.T) {
-	for _, object := range []string{"ciliumnetworkpolicy node-local-dns", "ciliumnetworkpolicy allow-dns-and-api"} {
+	for _, object := range []string{cachePolicyDoc, clientPolicyDoc} {
 		p := docPatch(object)
 		var ops []struct {
 			Op, Path string
@@ -107,8 +120,8 @@ func (s *suite) keepClientPolicy(t *testing.T) {
 	if !s.clientsBehindPolicy {
 		t.Skip("the clients' egress is open (LAB_POLICY=clients keeps them behind the documented policy)")
 	}
-	if clientPortPatch == "" {
-		fatal(t, "docs/install.md has no kubectl patch for the client policy allow-dns-and-api")
+	if docPatch(clientPolicyDoc) == "" {
+		fatalf(t, "docs/install.md has no kubectl patch for %s", clientPolicyDoc)
 	}
 	y, err := fqdnPolicyYAML(s.names.DaemonSet, "api.example.com")
 	if err != nil {
