@@ -127,6 +127,11 @@ type Cache struct {
 	StaleVerifyTimeout time.Duration
 	// StaleTTL is the TTL of a stale answer (RFC 8767 recommends 30s).
 	StaleTTL time.Duration
+
+	// HotPath answers a query the cache answered before from that answer,
+	// without the plugin chain (the hot directive, package hot). Off when
+	// LogQueries is on: every query must reach the log.
+	HotPath bool
 }
 
 // Stale refresh modes accepted in Cache.StaleMode.
@@ -150,6 +155,7 @@ func DefaultCache() Cache {
 		StaleMode:          StaleVerify,
 		StaleVerifyTimeout: time.Second,
 		StaleTTL:           30 * time.Second,
+		HotPath:            true,
 	}
 }
 

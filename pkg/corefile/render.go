@@ -31,6 +31,7 @@ var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.Fun
 	"servers": servers,
 	"dur":     dur,
 	"secs":    func(d time.Duration) int64 { return int64(d / time.Second) },
+	"hotArgs": hotArgs,
 }).Parse(`# Rendered by node-cache from its flags, resolv.conf and the kube-dns ConfigMap.
 {{ .ClusterZones }} {
 {{- template "common" . }}
@@ -85,6 +86,9 @@ var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.Fun
         serve_stale {{ dur .Cache.StaleMaxAge }} {{ .Cache.StaleMode }}{{ if eq .Cache.StaleMode "verify" }} {{ dur .Cache.StaleVerifyTimeout }}{{ end }} {{ secs .Cache.StaleTTL }}s
 {{- end }}
     }
+{{- if and .Cache.HotPath (not .LogQueries) }}
+    hot {{ hotArgs .Cache }}
+{{- end }}
     loopguard
 {{- end }}
 {{- define "noipv6" }}
@@ -105,6 +109,27 @@ var corefileTemplate = template.Must(template.New("Corefile").Funcs(template.Fun
 {{- end }}
         max_concurrent {{ .MaxConcurrent }}
 {{- end }}`))
+
+// hotArgs are the hot directive's arguments for c: the TTL left at which
+// a name goes back to the chain (the cache plugin prefetches in the last
+// 10% of an answer's TTL, rounded up, and the hot path counts a second
+// more), the cache hits a name needs before it is answered there (the
+// prefetch amount), and, with serve_stale immediate, the TTL of stale
+// answers, which it never learns. (In verify mode the cache passes a query
+// on before it answers stale, so the hot path knows.)
+func hotArgs(c Cache) string {
+	handBack, warm := int64(0), 1
+	if c.Prefetch {
+		longest := max(c.SuccessTTL, c.DenialTTL)
+		handBack = (int64(longest/time.Second)+9)/10 + 1
+		warm = c.PrefetchAmount
+	}
+	stale := int64(0)
+	if c.ServeStale && c.StaleMode == StaleImmediate {
+		stale = int64(c.StaleTTL / time.Second)
+	}
+	return fmt.Sprintf("%d %d %d", handBack, warm, stale)
+}
 
 type view struct {
 	*Config

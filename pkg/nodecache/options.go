@@ -167,6 +167,7 @@ func ParseFlags(name string, args []string, stderr io.Writer) (Options, error) {
 	fs.DurationVar(&o.Cache.StaleVerifyTimeout, "serve-stale-verify-timeout", o.Cache.StaleVerifyTimeout, "in verify mode, answer stale after waiting this long for the upstream (0: its own timeout)")
 	fs.DurationVar(&o.Cache.StaleTTL, "serve-stale-ttl", o.Cache.StaleTTL, "TTL of a stale answer")
 	fs.BoolVar(&o.LogQueries, "log-queries", o.LogQueries, "log every query")
+	fs.BoolVar(&o.Cache.HotPath, "hot-path", o.Cache.HotPath, "answer repeated cache hits from the cache's earlier answer, without the plugin chain (off with --log-queries)")
 	for _, f := range []struct {
 		name, what string
 		fw         *corefile.Forward

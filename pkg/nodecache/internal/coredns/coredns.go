@@ -22,6 +22,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/template"
 
 	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/front"
+	_ "github.com/lrpdns/lrpdns/pkg/nodecache/internal/hot"
 	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/loopguard"
 )
 
@@ -35,6 +36,7 @@ var Directives = []string{
 	"errors",
 	"log",
 	"cache",
+	"hot",       // marks what the cache passes on (package hot)
 	"template",  // --no-ipv6-lookups only
 	"loopguard", // CoreDNS's loop, reporting instead of exiting
 	"forward",

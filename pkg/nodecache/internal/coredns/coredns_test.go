@@ -13,8 +13,8 @@ import (
 )
 
 // standsIn maps this project's plugins to the upstream plugin whose place in
-// the order they take.
-var standsIn = map[string]string{"loopguard": "loop", "front": "bind"}
+// the order they take (hot: right after cache, which it marks).
+var standsIn = map[string]string{"loopguard": "loop", "front": "bind", "hot": "cache"}
 
 // TestDirectives checks the curated list against upstream: every directive
 // is registered as a dns plugin, and the order is upstream's relative order.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/miekg/dns"
+
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/hot"
 )
 
 // Limits of the public sockets.
@@ -54,7 +56,7 @@ var DefaultLimits = Limits{
 type Front struct {
 	limits   Limits
 	internal string // CoreDNS's loopback host:port
-	server   atomic.Pointer[dnsserver.Server]
+	serving  atomic.Pointer[serving]
 
 	mu      sync.Mutex
 	public  []string // host:port, as the Corefile's blocks say
@@ -109,12 +111,12 @@ func (f *Front) Build(start func() error) error {
 	f.mu.Lock()
 	f.pending = nil
 	f.mu.Unlock()
-	prev := f.server.Load()
+	prev := f.serving.Load()
 	err := start()
 	building.gen = nil
 	building.Unlock()
 	if err != nil {
-		f.server.Store(prev) // a server learnt before the start failed is not serving
+		f.serving.Store(prev) // a server learnt before the start failed is not serving
 		return err
 	}
 	select {
@@ -167,6 +169,9 @@ func (f *Front) serve(addr string) error {
 		Listener: f.tcp.wrap(ln), Net: "tcp", Handler: h,
 		MaxTCPQueries: f.limits.MaxTCPQueries, ReadTimeout: f.limits.ReadTimeout, WriteTimeout: f.limits.WriteTimeout,
 		IdleTimeout: func() time.Duration { return idle },
+		DecorateReader: func(r dns.Reader) dns.Reader {
+			return &tcpReader{Reader: r, f: f, limit: f.limits.MaxTCPQueries, idle: idle}
+		},
 	}
 	servers := []*dns.Server{tcp}
 	for _, pc := range pcs {
@@ -174,10 +179,8 @@ func (f *Front) serve(addr string) error {
 			_ = uc.SetReadBuffer(f.limits.UDPReadBuffer)
 		}
 		udp := &dns.Server{PacketConn: pc, Net: "udp", Handler: h}
-		if f.limits.MaxGoroutines > 0 {
-			udp.DecorateReader = func(r dns.Reader) dns.Reader {
-				return &pacedReader{Reader: r, max: f.limits.MaxGoroutines, waited: &f.paused}
-			}
+		udp.DecorateReader = func(r dns.Reader) dns.Reader {
+			return &udpReader{Reader: r, f: f, paced: pacedReader{max: f.limits.MaxGoroutines, waited: &f.paused}}
 		}
 		servers = append(servers, udp)
 	}
@@ -217,13 +220,36 @@ func listenUDP(addr string, n int) ([]net.PacketConn, error) {
 	return pcs, nil
 }
 
+// serving is the configuration the front serves: its server and, if its
+// blocks have the hot directive, its store of answers.
+type serving struct {
+	server *dnsserver.Server
+	hot    *hot.Store
+}
+
 // serveDNS is CoreDNS's own handler for its listeners, on the server
-// learnt last.
+// learnt last. With a store, what the chain answers is learnt.
 func (f *Front) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
-	s := f.server.Load()
-	ctx := context.WithValue(context.Background(), dnsserver.Key{}, s)
+	sv := f.serving.Load()
+	ctx := context.WithValue(context.Background(), dnsserver.Key{}, sv.server)
 	ctx = context.WithValue(ctx, dnsserver.LoopKey{}, 0)
-	s.ServeDNS(ctx, w, r)
+	if sv.hot == nil || !hot.Eligible(r) {
+		sv.server.ServeDNS(ctx, w, r)
+		return
+	}
+	q, err := r.Pack()
+	if err != nil {
+		sv.server.ServeDNS(ctx, w, r)
+		return
+	}
+	ctx, c := hot.WithCapture(ctx)
+	rec := &recorder{ResponseWriter: w}
+	sv.server.ServeDNS(ctx, rec, r)
+	proto := hot.UDP
+	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
+		proto = hot.TCP
+	}
+	sv.hot.Learn(q, rec.resp, proto, c)
 }
 
 // Shutdown closes the public sockets and waits for queries in flight.

@@ -1,6 +1,7 @@
 package front
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -11,7 +12,10 @@ import (
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/metrics"
 	"github.com/miekg/dns"
+
+	"github.com/lrpdns/lrpdns/pkg/nodecache/internal/hot"
 )
 
 // Name is the plugin's directive.
@@ -26,6 +30,7 @@ const handover = 2 * time.Second
 type generation struct {
 	f          *Front
 	server     atomic.Pointer[dnsserver.Server]
+	hot        atomic.Bool // a block has the hot directive
 	once       sync.Once
 	ready      chan struct{}
 	restarting atomic.Bool
@@ -35,8 +40,12 @@ type generation struct {
 // server, as it starts serving.
 func (g *generation) learn(s *dnsserver.Server) dns.DecorateWriter {
 	g.once.Do(func() {
+		sv := &serving{server: s}
+		if g.hot.Load() {
+			sv.hot = hot.NewStore(hot.DefaultMaxEntries)
+		}
 		g.server.Store(s)
-		g.f.server.Store(s)
+		g.f.serving.Store(sv)
 		close(g.ready)
 	})
 	return nil
@@ -51,7 +60,7 @@ func (g *generation) waitSuccessor() error {
 	}
 	old := g.server.Load()
 	for deadline := time.Now().Add(handover); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if g.f.server.Load() != old {
+		if sv := g.f.serving.Load(); sv != nil && sv.server != old {
 			return nil
 		}
 	}
@@ -91,6 +100,25 @@ func setup(c *caddy.Controller) error {
 		conf.UDPDecorateWriterFunc = g.learn
 	}
 	c.ServerBlockKeyIndex = keyIndex
+	var zones []string
+	for i := range c.ServerBlockKeys {
+		c.ServerBlockKeyIndex = i
+		zones = append(zones, dnsserver.GetConfig(c).Zone)
+	}
+	c.ServerBlockKeyIndex = keyIndex
+	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
+		p := hot.BlockParams(c)
+		if p != nil {
+			g.hot.Store(true)
+		}
+		t := tag{next: next, params: p, zones: zones}
+		// CoreDNS's metrics name, as the plugin that wrote an answer, the
+		// one right after prometheus (its recorder sees only that one).
+		if m, ok := next.(*metrics.Metrics); ok && m.Next != nil {
+			t.block = hot.Block{Counted: true, Writer: m.Next.Name()}
+		}
+		return t
+	})
 	if first {
 		c.OnRestart(func() error { g.restarting.Store(true); return nil })
 		c.OnRestartFailed(func() error { g.restarting.Store(false); return nil })
@@ -98,3 +126,21 @@ func setup(c *caddy.Controller) error {
 	}
 	return nil
 }
+
+// tag, first in every block's chain, tells the query's capture which
+// block serves it.
+type tag struct {
+	next   plugin.Handler
+	params *hot.Params
+	zones  []string
+	block  hot.Block
+}
+
+func (t tag) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	b := t.block
+	b.Params, b.Zones, b.Server, b.View = t.params, t.zones, metrics.WithServer(ctx), metrics.WithView(ctx)
+	hot.Tag(ctx, b)
+	return plugin.NextOrFailure(Name, t.next, ctx, w, r)
+}
+
+func (tag) Name() string { return Name }

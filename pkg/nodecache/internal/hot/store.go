@@ -1,0 +1,219 @@
+package hot
+
+import (
+	"encoding/binary"
+	"sync"
+	"time"
+
+	"github.com/coredns/coredns/plugin"
+	"github.com/miekg/dns"
+)
+
+// Transports, each with its own answers (truncation differs).
+const (
+	UDP = iota
+	TCP
+)
+
+// DefaultMaxEntries bounds a store: about 300 bytes each with a typical
+// answer, so 16,384 hold about 5 MiB.
+const DefaultMaxEntries = 16384
+
+// Store holds the answers of one configuration.
+type Store struct {
+	max int
+	now func() time.Time
+
+	mu      sync.RWMutex
+	entries [2]map[string]*entry // by transport, keyed by the query after its ID
+}
+
+type entry struct {
+	resp    []byte // as the chain wrote it
+	ttlAt   []int  // where the TTLs are (OPT's excepted)
+	ttl     uint32 // their value when learnt
+	learned time.Time
+	hits    int // cache hits the chain gave this query since its last miss
+	p       *Params
+	m       *metricSet // nil when the block is not counted
+}
+
+// NewStore returns an empty store of at most max answers.
+func NewStore(max int) *Store {
+	return &Store{max: max, now: time.Now, entries: [2]map[string]*entry{{}, {}}}
+}
+
+// Answer writes to out (reusing its storage) the answer for query q over
+// proto, if the store has one that may be served now; v6 is the client's
+// family, for the metrics. The answer is the one learnt, with q's ID and
+// the TTLs counted down.
+func (s *Store) Answer(q []byte, proto int, v6 bool, out []byte) ([]byte, bool) {
+	if len(q) < 12 {
+		return out, false
+	}
+	s.mu.RLock()
+	e := s.entries[proto][string(q[2:])]
+	s.mu.RUnlock()
+	if e == nil || e.hits < e.p.Warm {
+		return out, false
+	}
+	start := s.now()
+	age := start.Sub(e.learned)
+	if age < 0 || age >= Lifetime {
+		return out, false
+	}
+	// Rounded up: the TTL is never more than the cache's own, which
+	// counts whole seconds from when it stored the answer.
+	elapsed := uint32((age + time.Second - 1) / time.Second)
+	if e.ttl < elapsed || e.ttl-elapsed <= e.p.HandBack {
+		return out, false
+	}
+	ttl := e.ttl - elapsed
+	out = append(out[:0], e.resp...)
+	out[0], out[1] = q[0], q[1]
+	for _, at := range e.ttlAt {
+		binary.BigEndian.PutUint32(out[at:], ttl)
+	}
+	e.m.report(v6, len(q), start)
+	return out, true
+}
+
+// Eligible says whether the store may learn an answer to r: a standard
+// query with one question and nothing but an OPT record besides.
+func Eligible(r *dns.Msg) bool {
+	if r.Response || r.Opcode != dns.OpcodeQuery || len(r.Question) != 1 || len(r.Answer) != 0 || len(r.Ns) != 0 {
+		return false
+	}
+	switch len(r.Extra) {
+	case 0:
+		return true
+	case 1:
+		_, ok := r.Extra[0].(*dns.OPT)
+		return ok
+	}
+	return false
+}
+
+// Learn takes what the chain wrote (resp) for query q (packed, eligible)
+// over proto, as c saw it. A query the cache passed on starts counting
+// its hits again; one the cache answered counts one more and its answer
+// is kept, if it can be served: NOERROR or NXDOMAIN, records that share
+// one TTL above the block's hand-back that is not serve_stale's.
+func (s *Store) Learn(q, resp []byte, proto int, c *Capture) {
+	if c.Params == nil || len(q) < 12 {
+		return
+	}
+	key := string(q[2:])
+	if c.Passed() {
+		s.mu.Lock()
+		delete(s.entries[proto], key)
+		s.mu.Unlock()
+		return
+	}
+	if resp == nil {
+		return
+	}
+	ttlAt, ttl, ok := ttls(resp)
+	if !ok || ttl <= c.Params.HandBack || (c.Params.StaleTTL > 0 && ttl == c.Params.StaleTTL) {
+		return
+	}
+	if rc := resp[3] & 0xF; resp[2]&0x80 == 0 || (rc != dns.RcodeSuccess && rc != dns.RcodeNameError) {
+		return
+	}
+	s.mu.RLock()
+	old := s.entries[proto][key]
+	s.mu.RUnlock()
+	e := &entry{resp: resp, ttlAt: ttlAt, ttl: ttl, learned: s.now(), hits: 1, p: c.Params}
+	if old != nil {
+		e.hits = old.hits + 1
+		e.m = old.m
+	} else {
+		e.m = newMetricSet(c, q, resp, proto)
+	}
+	s.mu.Lock()
+	m := s.entries[proto]
+	if _, ok := m[key]; !ok && len(s.entries[UDP])+len(s.entries[TCP]) >= s.max {
+		for k := range m { // an arbitrary one: map order is random
+			delete(m, k)
+			break
+		}
+	}
+	m[key] = e
+	s.mu.Unlock()
+}
+
+// Len is the number of queries the store knows.
+func (s *Store) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.entries[UDP]) + len(s.entries[TCP])
+}
+
+// ttls finds the TTL fields of a packed message's records, OPT's excepted,
+// and the value they share; ok is false when the message does not parse to
+// its end, has no such record, or its TTLs differ (the cache plugin gives
+// every record of an answer the same TTL).
+func ttls(b []byte) (at []int, ttl uint32, ok bool) {
+	if len(b) < 12 {
+		return nil, 0, false
+	}
+	qd := int(binary.BigEndian.Uint16(b[4:]))
+	rrs := int(binary.BigEndian.Uint16(b[6:])) + int(binary.BigEndian.Uint16(b[8:])) + int(binary.BigEndian.Uint16(b[10:]))
+	off := 12
+	for range qd {
+		if off = skipName(b, off); off < 0 || off+4 > len(b) {
+			return nil, 0, false
+		}
+		off += 4
+	}
+	for range rrs {
+		if off = skipName(b, off); off < 0 || off+10 > len(b) {
+			return nil, 0, false
+		}
+		if binary.BigEndian.Uint16(b[off:]) != dns.TypeOPT {
+			t := binary.BigEndian.Uint32(b[off+4:])
+			if len(at) > 0 && t != ttl {
+				return nil, 0, false
+			}
+			ttl = t
+			at = append(at, off+4)
+		}
+		off += 10 + int(binary.BigEndian.Uint16(b[off+8:]))
+		if off > len(b) {
+			return nil, 0, false
+		}
+	}
+	return at, ttl, off == len(b) && len(at) > 0
+}
+
+// skipName returns the offset after the name at off, -1 if it runs out or
+// uses a reserved label type.
+func skipName(b []byte, off int) int {
+	for off < len(b) {
+		l := int(b[off])
+		switch l & 0xC0 {
+		case 0x00:
+			if l == 0 {
+				return off + 1
+			}
+			off += 1 + l
+		case 0xC0:
+			if off+2 > len(b) {
+				return -1
+			}
+			return off + 2
+		default:
+			return -1
+		}
+	}
+	return -1
+}
+
+// zoneOf is the longest of zones that holds qname, as CoreDNS's metrics
+// plugin labels it.
+func zoneOf(zones []string, qname string) string {
+	if z := plugin.Zones(zones).Matches(qname); z != "" {
+		return z
+	}
+	return "."
+}
