@@ -153,9 +153,7 @@ build() {
   COREDNS=$(hack/coredns-bin.sh)
   HELM=$(hack/helm-bin.sh)
   CGO_ENABLED=0 go build -o "$BIN/lab-node" ./e2e/lab/cmd/lab-node
-  mkdir -p "$BIN/lab-classic"
-  ln -sfn "$(readlink -f "$(command -v iptables)")" "$BIN/lab-classic/iptables"
-  sed -e "s|@COREDNS@|$COREDNS|" -e "s|@TOOLS@|$BIN/lab-classic|" e2e/lab/classic/node-cache.sh > "$BIN/k8s-dns-node-cache"
+  sed -e "s|@COREDNS@|$COREDNS|" -e "s|@XTABLES@|$(readlink -f "$(command -v iptables)")|" e2e/lab/classic/node-cache.sh > "$BIN/k8s-dns-node-cache"
   chmod +x "$BIN/k8s-dns-node-cache"
   # That release's chart, CRDs and BPF sources.
   CILIUM_SRC=$(cd / && GOFLAGS='' go mod download -json "github.com/cilium/cilium@$CILIUM_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')

@@ -12,11 +12,14 @@
 # addresses go on the node's loopback instead: local addresses of the node
 # either way, which is all a pod's packet to them meets. hack/e2e-lab.sh
 # writes it into the lab with the CoreDNS binary's path for @COREDNS@ and,
-# for @TOOLS@, a directory where iptables links to the binary it stands for:
-# a lab container has an /etc of its own, without /etc/alternatives.
+# for @XTABLES@, the multi-call binary iptables stands for: a lab container
+# has an /etc of its own, without /etc/alternatives, and a /tmp of its own,
+# so neither a link through /etc nor one in a checkout under /tmp resolves
+# there; the binary, called with the applet's name first, does.
 set -o errexit -o nounset -o pipefail
-export PATH=@TOOLS@:$PATH:/usr/sbin:/sbin
+export PATH=$PATH:/usr/sbin:/sbin
 COREDNS=@COREDNS@
+iptables() { @XTABLES@ iptables "$@"; }
 localip="" conf="" upstreamsvc=""
 while [[ $# -gt 0 ]]; do
   case $1 in
