@@ -42,7 +42,7 @@ func (g *generation) learn(s *dnsserver.Server) dns.DecorateWriter {
 	g.once.Do(func() {
 		sv := &serving{server: s}
 		if g.hot.Load() {
-			sv.hot = hot.NewStore(hot.DefaultMaxEntries)
+			sv.hot = hot.NewStore(hot.DefaultMaxBytes)
 		}
 		g.server.Store(s)
 		g.f.serving.Store(sv)

@@ -15,7 +15,7 @@ func BenchmarkAnswer(b *testing.B) {
 			name = "counted"
 		}
 		b.Run(name, func(b *testing.B) {
-			s := NewStore(DefaultMaxEntries)
+			s := NewStore(DefaultMaxBytes)
 			qm, q := query(b, "h1.example.com.", dns.TypeA, false, false)
 			c := hit()
 			c.Counted = counted

@@ -15,17 +15,25 @@ const (
 	TCP
 )
 
-// DefaultMaxEntries bounds a store: about 300 bytes each with a typical
-// answer, so 16,384 hold about 5 MiB.
-const DefaultMaxEntries = 16384
+// DefaultMaxBytes bounds a store's answers and keys (and entryOverhead
+// for each): 8 MiB hold about 25,000 typical answers.
+const DefaultMaxBytes = 8 << 20
+
+// MaxAnswer is the largest answer kept; a larger one is always the chain's.
+const MaxAnswer = 4096
+
+// entryOverhead is what an entry costs besides its key and answer: the
+// entry, its TTL offsets, and the map's share (measured roughly).
+const entryOverhead = 256
 
 // Store holds the answers of one configuration.
 type Store struct {
-	max int
-	now func() time.Time
+	maxBytes int
+	now      func() time.Time
 
 	mu      sync.RWMutex
 	entries [2]map[string]*entry // by transport, keyed by the query after its ID
+	bytes   int                  // the entries' size
 }
 
 type entry struct {
@@ -38,10 +46,12 @@ type entry struct {
 	m       *metricSet // nil when the block is not counted
 }
 
-// NewStore returns an empty store of at most max answers.
-func NewStore(max int) *Store {
-	return &Store{max: max, now: time.Now, entries: [2]map[string]*entry{{}, {}}}
+// NewStore returns an empty store of at most maxBytes (see DefaultMaxBytes).
+func NewStore(maxBytes int) *Store {
+	return &Store{maxBytes: maxBytes, now: time.Now, entries: [2]map[string]*entry{{}, {}}}
 }
+
+func (e *entry) size(key string) int { return len(key) + len(e.resp) + entryOverhead }
 
 // Answer writes to out (reusing its storage) the answer for query q over
 // proto, if the store has one that may be served now; v6 is the client's
@@ -106,11 +116,11 @@ func (s *Store) Learn(q, resp []byte, proto int, c *Capture) {
 	key := string(q[2:])
 	if c.Passed() {
 		s.mu.Lock()
-		delete(s.entries[proto], key)
+		s.deleteLocked(proto, key)
 		s.mu.Unlock()
 		return
 	}
-	if resp == nil {
+	if resp == nil || len(resp) > MaxAnswer {
 		return
 	}
 	ttlAt, ttl, ok := ttls(resp)
@@ -131,15 +141,29 @@ func (s *Store) Learn(q, resp []byte, proto int, c *Capture) {
 		e.m = newMetricSet(c, q, resp, proto)
 	}
 	s.mu.Lock()
-	m := s.entries[proto]
-	if _, ok := m[key]; !ok && len(s.entries[UDP])+len(s.entries[TCP]) >= s.max {
-		for k := range m { // an arbitrary one: map order is random
-			delete(m, k)
+	defer s.mu.Unlock()
+	s.deleteLocked(proto, key)
+	if e.size(key) > s.maxBytes {
+		return
+	}
+	for from := proto; s.bytes+e.size(key) > s.maxBytes; { // evict arbitrary ones: map order is random
+		if len(s.entries[from]) == 0 {
+			from = 1 - from
+		}
+		for k := range s.entries[from] {
+			s.deleteLocked(from, k)
 			break
 		}
 	}
-	m[key] = e
-	s.mu.Unlock()
+	s.entries[proto][key] = e
+	s.bytes += e.size(key)
+}
+
+func (s *Store) deleteLocked(proto int, key string) {
+	if old, ok := s.entries[proto][key]; ok {
+		s.bytes -= old.size(key)
+		delete(s.entries[proto], key)
+	}
 }
 
 // Len is the number of queries the store knows.

@@ -92,7 +92,7 @@ func answer(t *testing.T, s *Store, q []byte, id uint16) (*dns.Msg, bool) {
 }
 
 func TestAnswerOnlyWarmHits(t *testing.T) {
-	s, _ := newTestStore(10)
+	s, _ := newTestStore(DefaultMaxBytes)
 	qm, q := query(t, "a.example.", dns.TypeA, true, true)
 	s.Learn(q, cacheAnswer(t, qm, 20, dns.RcodeSuccess), UDP, hit())
 	if _, ok := answer(t, s, q, 7); ok {
@@ -120,7 +120,7 @@ func TestAnswerOnlyWarmHits(t *testing.T) {
 }
 
 func TestAnswerTTLCountsDownAndHandsBack(t *testing.T) {
-	s, c := newTestStore(10)
+	s, c := newTestStore(DefaultMaxBytes)
 	qm, q := query(t, "a.example.", dns.TypeA, false, false)
 	for range 2 {
 		s.Learn(q, cacheAnswer(t, qm, 10, dns.RcodeSuccess), UDP, hit())
@@ -155,7 +155,7 @@ func TestAnswerTTLCountsDownAndHandsBack(t *testing.T) {
 }
 
 func TestAnswerNoLongerThanLifetime(t *testing.T) {
-	s, c := newTestStore(10)
+	s, c := newTestStore(DefaultMaxBytes)
 	qm, q := query(t, "a.example.", dns.TypeA, false, false)
 	for range 2 {
 		s.Learn(q, cacheAnswer(t, qm, 3600, dns.RcodeSuccess), UDP, hit())
@@ -184,7 +184,7 @@ func TestLearnRefuses(t *testing.T) {
 		"truncated message": cacheAnswer(t, qm, 20, dns.RcodeSuccess)[:40],
 		"no answer at all":  nil,
 	} {
-		s, _ := newTestStore(10)
+		s, _ := newTestStore(DefaultMaxBytes)
 		for range 3 {
 			s.Learn(q, resp, UDP, hit())
 		}
@@ -193,7 +193,7 @@ func TestLearnRefuses(t *testing.T) {
 		}
 	}
 	// A block without the hot directive teaches nothing.
-	s, _ := newTestStore(10)
+	s, _ := newTestStore(DefaultMaxBytes)
 	for range 3 {
 		s.Learn(q, cacheAnswer(t, qm, 20, dns.RcodeSuccess), UDP, &Capture{})
 	}
@@ -203,7 +203,7 @@ func TestLearnRefuses(t *testing.T) {
 }
 
 func TestNegativeAnswerKeepsItsSOA(t *testing.T) {
-	s, _ := newTestStore(10)
+	s, _ := newTestStore(DefaultMaxBytes)
 	qm, q := query(t, "nx.example.", dns.TypeA, false, false)
 	for range 2 {
 		s.Learn(q, cacheAnswer(t, qm, 20, dns.RcodeNameError), UDP, hit())
@@ -218,7 +218,7 @@ func TestNegativeAnswerKeepsItsSOA(t *testing.T) {
 }
 
 func TestKeyIsTheWholeQuery(t *testing.T) {
-	s, _ := newTestStore(10)
+	s, _ := newTestStore(DefaultMaxBytes)
 	qm, q := query(t, "a.example.", dns.TypeA, true, false)
 	for range 2 {
 		s.Learn(q, cacheAnswer(t, qm, 20, dns.RcodeSuccess), UDP, hit())
@@ -243,13 +243,36 @@ func TestKeyIsTheWholeQuery(t *testing.T) {
 }
 
 func TestStoreIsBounded(t *testing.T) {
-	s, _ := newTestStore(5)
+	qm, q := query(t, "aa.example.", dns.TypeA, false, false)
+	one := len(q) - 2 + len(cacheAnswer(t, qm, 20, dns.RcodeSuccess)) + entryOverhead
+	s, _ := newTestStore(5 * one)
 	for i := range 50 {
 		qm, q := query(t, dns.Fqdn(string(rune('a'+i%26))+string(rune('a'+i/26))+".example"), dns.TypeA, false, false)
-		s.Learn(q, cacheAnswer(t, qm, 20, dns.RcodeSuccess), UDP, hit())
+		proto := i % 2 // both transports share the bound
+		s.Learn(q, cacheAnswer(t, qm, 20, dns.RcodeSuccess), proto, hit())
+		if s.bytes > 5*one {
+			t.Fatalf("after %d answers the store holds %d bytes, over its bound %d", i+1, s.bytes, 5*one)
+		}
 	}
 	if s.Len() != 5 {
-		t.Errorf("Len() = %d after 50 queries, want the bound 5", s.Len())
+		t.Errorf("Len() = %d after 50 answers, want the 5 that fit", s.Len())
+	}
+	// An answer over MaxAnswer is never kept.
+	big := new(dns.Msg)
+	big.SetReply(qm)
+	for i := range 300 {
+		big.Answer = append(big.Answer, &dns.A{Hdr: dns.RR_Header{Name: "aa.example.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 20}, A: []byte{10, 0, byte(i >> 8), byte(i)}})
+	}
+	b, err := big.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ = newTestStore(DefaultMaxBytes)
+	for range 3 {
+		s.Learn(q, b, TCP, hit())
+	}
+	if s.Len() != 0 {
+		t.Errorf("kept a %d-byte answer, over MaxAnswer (%d)", len(b), MaxAnswer)
 	}
 }
 
@@ -262,7 +285,7 @@ func FuzzStore(f *testing.F) {
 	f.Add(q, cacheAnswer(f, qm, 20, dns.RcodeNameError), append(bytes.Clone(q), 0))
 	f.Add([]byte{0, 0, 1, 0, 0, 1}, []byte{0xc0, 0x0c}, []byte{})
 	f.Fuzz(func(t *testing.T, q, resp, other []byte) {
-		s, c := newTestStore(4)
+		s, c := newTestStore(1500)
 		for range 3 {
 			s.Learn(q, resp, UDP, hit())
 		}
