@@ -228,9 +228,21 @@ func TestKeyIsTheWholeQuery(t *testing.T) {
 		"type":        func() *dns.Msg { m, _ := query(t, "a.example.", dns.TypeAAAA, true, false); return m },
 		"DO bit":      func() *dns.Msg { m, _ := query(t, "a.example.", dns.TypeA, true, true); return m },
 		"no EDNS":     func() *dns.Msg { m, _ := query(t, "a.example.", dns.TypeA, false, false); return m },
-		"buffer size": func() *dns.Msg { m, _ := query(t, "a.example.", dns.TypeA, false, false); m.SetEdns0(512, false); return m },
-		"CD bit":      func() *dns.Msg { m, _ := query(t, "a.example.", dns.TypeA, true, false); m.CheckingDisabled = true; return m },
-		"RD bit":      func() *dns.Msg { m, _ := query(t, "a.example.", dns.TypeA, true, false); m.RecursionDesired = false; return m },
+		"buffer size": func() *dns.Msg {
+			m, _ := query(t, "a.example.", dns.TypeA, false, false)
+			m.SetEdns0(512, false)
+			return m
+		},
+		"CD bit": func() *dns.Msg {
+			m, _ := query(t, "a.example.", dns.TypeA, true, false)
+			m.CheckingDisabled = true
+			return m
+		},
+		"RD bit": func() *dns.Msg {
+			m, _ := query(t, "a.example.", dns.TypeA, true, false)
+			m.RecursionDesired = false
+			return m
+		},
 	} {
 		b, err := other().Pack()
 		if err != nil {
