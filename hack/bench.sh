@@ -4,6 +4,8 @@
 #    node-local-dns Corefile and with node-cache's own, cache hit and cache
 #    miss over UDP on loopback: QPS, p50/p99, CPU per 100k, idle/loaded RSS;
 #  - node-cache with every cache full (BenchmarkFullCacheRSS): its RSS;
+#  - the hot path: a hit's work with and without its metrics, and the
+#    heap of a full store;
 #  - the controller: convergence from DaemonSet ready to policy created, and
 #    its RSS with 100 vs 10,000 unrelated pods (real kube-apiserver + etcd).
 #   BENCHTIME=5s COUNT=3 make bench
@@ -26,3 +28,5 @@ run go test -run '^$' -bench 'BenchmarkCache' -benchtime "${BENCHTIME:-3s}" -cou
 run go test -run '^$' -bench 'BenchmarkConvergence' -benchtime 20x -count "${COUNT:-1}" ./pkg/lrp/
 run go test -run '^$' -bench 'BenchmarkControllerRSS' -benchtime 1x -timeout 30m ./pkg/lrp/
 run go test -run '^$' -bench 'BenchmarkFullCacheRSS' -benchtime 1x ./internal/dnsbench/
+run go test -run '^$' -bench 'BenchmarkAnswer' -count "${COUNT:-1}" ./pkg/nodecache/internal/hot/
+run go test -run '^$' -bench 'BenchmarkFullStoreHeap' -benchtime 1x ./pkg/nodecache/internal/hot/

@@ -28,7 +28,6 @@ type metricSet struct {
 	do                          prometheus.Counter // nil unless the query has DO
 	duration, respSize, reqSize prometheus.Observer
 	rcode, hits                 prometheus.Counter
-	respLen                     float64
 }
 
 // lazyCounter is a counter made at its first use: CoreDNS shows a family's
@@ -44,43 +43,53 @@ func (l *lazyCounter) inc() {
 	l.c.Inc()
 }
 
-func newMetricSet(c *Capture, q, resp []byte, proto int) *metricSet {
+// setKey is the labels of a metricSet.
+type setKey struct {
+	server, zone, view, net, qtype, rcode, writer string
+	do                                            bool
+}
+
+// metricSetLocked is the metrics of a query the chain answered with resp
+// (nil when the block is not counted), one per label set.
+func (s *Store) metricSetLocked(c *Capture, q, resp []byte, proto int) *metricSet {
 	if !c.Counted {
 		return nil
 	}
 	name, off, err := dns.UnpackDomainName(q, 12)
 	if err != nil || off+4 > len(q) {
-		name = "."
+		name, off = ".", len(q)
 	}
 	var qtype uint16
 	if off+4 <= len(q) {
 		qtype = uint16(q[off])<<8 | uint16(q[off+1])
 	}
-	zone := zoneOf(c.Zones, name)
-	net := "udp"
+	k := setKey{server: c.Server, zone: zoneOf(c.Zones, name), view: c.View, net: "udp", qtype: typeLabel(qtype),
+		rcode: rcode.ToString(int(resp[3] & 0xF)), writer: c.Writer, do: hasDO(q, off+4)}
 	if proto == TCP {
-		net = "tcp"
+		k.net = "tcp"
 	}
-	s, v := c.Server, c.View
+	if m := s.sets[k]; m != nil {
+		return m
+	}
 	m := &metricSet{
 		requests: [2]lazyCounter{
-			{labels: []string{s, zone, v, net, "1", typeLabel(qtype)}},
-			{labels: []string{s, zone, v, net, "2", typeLabel(qtype)}},
+			{labels: []string{k.server, k.zone, k.view, k.net, "1", k.qtype}},
+			{labels: []string{k.server, k.zone, k.view, k.net, "2", k.qtype}},
 		},
-		duration: vars.RequestDuration.WithLabelValues(s, zone, v),
-		respSize: vars.ResponseSize.WithLabelValues(s, zone, v, net),
-		reqSize:  vars.RequestSize.WithLabelValues(s, zone, v, net),
-		rcode:    vars.ResponseRcode.WithLabelValues(s, zone, v, rcode.ToString(int(resp[3]&0xF)), c.Writer),
-		hits:     hits.WithLabelValues(s, zone),
-		respLen:  float64(len(resp)),
+		duration: vars.RequestDuration.WithLabelValues(k.server, k.zone, k.view),
+		respSize: vars.ResponseSize.WithLabelValues(k.server, k.zone, k.view, k.net),
+		reqSize:  vars.RequestSize.WithLabelValues(k.server, k.zone, k.view, k.net),
+		rcode:    vars.ResponseRcode.WithLabelValues(k.server, k.zone, k.view, k.rcode, k.writer),
+		hits:     hits.WithLabelValues(k.server, k.zone),
 	}
-	if hasDO(q, off+4) {
-		m.do = vars.RequestDo.WithLabelValues(s, zone, v)
+	if k.do {
+		m.do = vars.RequestDo.WithLabelValues(k.server, k.zone, k.view)
 	}
+	s.sets[k] = m
 	return m
 }
 
-func (m *metricSet) report(v6 bool, qlen int, start time.Time) {
+func (m *metricSet) report(v6 bool, qlen, rlen int, start time.Time) {
 	if m == nil {
 		return
 	}
@@ -93,7 +102,7 @@ func (m *metricSet) report(v6 bool, qlen int, start time.Time) {
 		m.do.Inc()
 	}
 	m.duration.Observe(time.Since(start).Seconds())
-	m.respSize.Observe(m.respLen)
+	m.respSize.Observe(float64(rlen))
 	m.reqSize.Observe(float64(qlen))
 	m.rcode.Inc()
 	m.hits.Inc()

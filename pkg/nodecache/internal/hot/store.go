@@ -1,6 +1,7 @@
 package hot
 
 import (
+	"bytes"
 	"encoding/binary"
 	"sync"
 	"time"
@@ -32,14 +33,15 @@ type Store struct {
 	now      func() time.Time
 
 	mu      sync.RWMutex
-	entries [2]map[string]*entry // by transport, keyed by the query after its ID
-	bytes   int                  // the entries' size
+	entries [2]map[string]*entry  // by transport, keyed by the query after its ID
+	bytes   int                   // the entries' size
+	sets    map[setKey]*metricSet // shared by the entries with the same labels
 }
 
 type entry struct {
-	resp    []byte // as the chain wrote it
-	ttlAt   []int  // where the TTLs are (OPT's excepted)
-	ttl     uint32 // their value when learnt
+	resp    []byte   // as the chain wrote it
+	ttlAt   []uint16 // where the TTLs are (OPT's excepted)
+	ttl     uint32   // their value when learnt
 	learned time.Time
 	hits    int // cache hits the chain gave this query since its last miss
 	p       *Params
@@ -48,10 +50,10 @@ type entry struct {
 
 // NewStore returns an empty store of at most maxBytes (see DefaultMaxBytes).
 func NewStore(maxBytes int) *Store {
-	return &Store{maxBytes: maxBytes, now: time.Now, entries: [2]map[string]*entry{{}, {}}}
+	return &Store{maxBytes: maxBytes, now: time.Now, entries: [2]map[string]*entry{{}, {}}, sets: map[setKey]*metricSet{}}
 }
 
-func (e *entry) size(key string) int { return len(key) + len(e.resp) + entryOverhead }
+func (e *entry) size(key string) int { return len(key) + len(e.resp) + 2*len(e.ttlAt) + entryOverhead }
 
 // Answer writes to out (reusing its storage) the answer for query q over
 // proto, if the store has one that may be served now; v6 is the client's
@@ -84,7 +86,7 @@ func (s *Store) Answer(q []byte, proto int, v6 bool, out []byte) ([]byte, bool) 
 	for _, at := range e.ttlAt {
 		binary.BigEndian.PutUint32(out[at:], ttl)
 	}
-	e.m.report(v6, len(q), start)
+	e.m.report(v6, len(q), len(out), start)
 	return out, true
 }
 
@@ -133,15 +135,16 @@ func (s *Store) Learn(q, resp []byte, proto int, c *Capture) {
 	s.mu.RLock()
 	old := s.entries[proto][key]
 	s.mu.RUnlock()
-	e := &entry{resp: resp, ttlAt: ttlAt, ttl: ttl, learned: s.now(), hits: 1, p: c.Params}
+	e := &entry{resp: bytes.Clone(resp), ttlAt: ttlAt, ttl: ttl, learned: s.now(), hits: 1, p: c.Params}
 	if old != nil {
 		e.hits = old.hits + 1
 		e.m = old.m
-	} else {
-		e.m = newMetricSet(c, q, resp, proto)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if e.m == nil {
+		e.m = s.metricSetLocked(c, q, resp, proto)
+	}
 	s.deleteLocked(proto, key)
 	if e.size(key) > s.maxBytes {
 		return
@@ -177,8 +180,8 @@ func (s *Store) Len() int {
 // and the value they share; ok is false when the message does not parse to
 // its end, has no such record, or its TTLs differ (the cache plugin gives
 // every record of an answer the same TTL).
-func ttls(b []byte) (at []int, ttl uint32, ok bool) {
-	if len(b) < 12 {
+func ttls(b []byte) (at []uint16, ttl uint32, ok bool) {
+	if len(b) < 12 || len(b) > MaxAnswer {
 		return nil, 0, false
 	}
 	qd := int(binary.BigEndian.Uint16(b[4:]))
@@ -200,7 +203,7 @@ func ttls(b []byte) (at []int, ttl uint32, ok bool) {
 				return nil, 0, false
 			}
 			ttl = t
-			at = append(at, off+4)
+			at = append(at, uint16(off+4)) // #nosec G115 -- off < len(b) <= MaxAnswer
 		}
 		off += 10 + int(binary.BigEndian.Uint16(b[off+8:]))
 		if off > len(b) {

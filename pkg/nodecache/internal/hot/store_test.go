@@ -256,7 +256,7 @@ func TestKeyIsTheWholeQuery(t *testing.T) {
 
 func TestStoreIsBounded(t *testing.T) {
 	qm, q := query(t, "aa.example.", dns.TypeA, false, false)
-	one := len(q) - 2 + len(cacheAnswer(t, qm, 20, dns.RcodeSuccess)) + entryOverhead
+	one := len(q) - 2 + len(cacheAnswer(t, qm, 20, dns.RcodeSuccess)) + 2*2 + entryOverhead // two TTL offsets
 	s, _ := newTestStore(5 * one)
 	for i := range 50 {
 		qm, q := query(t, dns.Fqdn(string(rune('a'+i%26))+string(rune('a'+i/26))+".example"), dns.TypeA, false, false)
