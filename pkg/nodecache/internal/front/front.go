@@ -237,14 +237,18 @@ func (f *Front) serveDNS(w dns.ResponseWriter, r *dns.Msg) {
 		sv.server.ServeDNS(ctx, w, r)
 		return
 	}
-	q, err := r.Pack()
-	if err != nil {
-		sv.server.ServeDNS(ctx, w, r)
-		return
-	}
 	ctx, c := hot.WithCapture(ctx)
 	rec := &recorder{ResponseWriter: w}
 	sv.server.ServeDNS(ctx, rec, r)
+	if c.Passed() && !sv.hot.MayHold(r.Question[0].Name, r.Question[0].Qtype) {
+		return // a miss with nothing to forget: no packing
+	}
+	// r is still the query as the client sent it: no plugin before the
+	// cache changes it, and the cache passes a copy on.
+	q, err := r.Pack()
+	if err != nil {
+		return
+	}
 	proto := hot.UDP
 	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
 		proto = hot.TCP

@@ -36,6 +36,9 @@ type Store struct {
 	entries [2]map[string]*entry  // by transport, keyed by the query after its ID
 	bytes   int                   // the entries' size
 	sets    map[setKey]*metricSet // shared by the entries with the same labels
+	// questions counts the entries by questionHash, so that a miss of a
+	// question the store never held costs no packing (MayHold).
+	questions map[uint64]int
 }
 
 type entry struct {
@@ -43,14 +46,15 @@ type entry struct {
 	ttlAt   []uint16 // where the TTLs are (OPT's excepted)
 	ttl     uint32   // their value when learnt
 	learned time.Time
-	hits    int // cache hits the chain gave this query since its last miss
+	hits    int    // cache hits the chain gave this query since its last miss
+	qhash   uint64 // questionHash of its question
 	p       *Params
 	m       *metricSet // nil when the block is not counted
 }
 
 // NewStore returns an empty store of at most maxBytes (see DefaultMaxBytes).
 func NewStore(maxBytes int) *Store {
-	return &Store{maxBytes: maxBytes, now: time.Now, entries: [2]map[string]*entry{{}, {}}, sets: map[setKey]*metricSet{}}
+	return &Store{maxBytes: maxBytes, now: time.Now, entries: [2]map[string]*entry{{}, {}}, sets: map[setKey]*metricSet{}, questions: map[uint64]int{}}
 }
 
 func (e *entry) size(key string) int { return len(key) + len(e.resp) + 2*len(e.ttlAt) + entryOverhead }
@@ -132,10 +136,15 @@ func (s *Store) Learn(q, resp []byte, proto int, c *Capture) {
 	if rc := resp[3] & 0xF; resp[2]&0x80 == 0 || (rc != dns.RcodeSuccess && rc != dns.RcodeNameError) {
 		return
 	}
+	name, off, err := dns.UnpackDomainName(q, 12)
+	if err != nil || off+2 > len(q) {
+		return
+	}
+	qhash := questionHash(name, binary.BigEndian.Uint16(q[off:]))
 	s.mu.RLock()
 	old := s.entries[proto][key]
 	s.mu.RUnlock()
-	e := &entry{resp: bytes.Clone(resp), ttlAt: ttlAt, ttl: ttl, learned: s.now(), hits: 1, p: c.Params}
+	e := &entry{resp: bytes.Clone(resp), ttlAt: ttlAt, ttl: ttl, learned: s.now(), hits: 1, p: c.Params, qhash: qhash}
 	if old != nil {
 		e.hits = old.hits + 1
 		e.m = old.m
@@ -160,13 +169,42 @@ func (s *Store) Learn(q, resp []byte, proto int, c *Capture) {
 	}
 	s.entries[proto][key] = e
 	s.bytes += e.size(key)
+	s.questions[qhash]++
 }
 
 func (s *Store) deleteLocked(proto int, key string) {
 	if old, ok := s.entries[proto][key]; ok {
 		s.bytes -= old.size(key)
 		delete(s.entries[proto], key)
+		if s.questions[old.qhash]--; s.questions[old.qhash] <= 0 {
+			delete(s.questions, old.qhash)
+		}
 	}
+}
+
+// MayHold says whether the store may hold an answer to a query for name
+// and qtype (as the query unpacks: any letter case): false means surely
+// not, so a query the cache passed on has nothing here to forget.
+func (s *Store) MayHold(name string, qtype uint16) bool {
+	h := questionHash(name, qtype)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.questions[h] > 0
+}
+
+// questionHash is FNV-1a of name in lower case (ASCII, as DNS compares
+// names) and qtype.
+func questionHash(name string, qtype uint16) uint64 {
+	h := uint64(14695981039346656037)
+	for i := range len(name) {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	h = (h ^ uint64(qtype>>8)) * 1099511628211
+	return (h ^ uint64(qtype&0xff)) * 1099511628211
 }
 
 // Len is the number of queries the store knows.

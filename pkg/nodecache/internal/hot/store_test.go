@@ -332,3 +332,24 @@ func FuzzStore(f *testing.F) {
 		}
 	})
 }
+
+func TestMayHold(t *testing.T) {
+	s, _ := newTestStore(DefaultMaxBytes)
+	qm, q := query(t, "Mixed.Example.", dns.TypeA, false, false)
+	if s.MayHold("mixed.example.", dns.TypeA) {
+		t.Fatal("an empty store may hold an answer")
+	}
+	s.Learn(q, cacheAnswer(t, qm, 20, dns.RcodeSuccess), UDP, hit())
+	for _, name := range []string{"Mixed.Example.", "mixed.example.", "MIXED.EXAMPLE."} {
+		if !s.MayHold(name, dns.TypeA) {
+			t.Errorf("MayHold(%s, A) = false with Mixed.Example. A learnt: a miss of it would not forget it", name)
+		}
+	}
+	if s.MayHold("mixed.example.", dns.TypeAAAA) {
+		t.Error("MayHold(AAAA) = true with only A learnt")
+	}
+	s.Learn(q, nil, UDP, miss())
+	if s.MayHold("mixed.example.", dns.TypeA) || s.Len() != 0 {
+		t.Errorf("after the cache passed the query on: MayHold true or %d entries left", s.Len())
+	}
+}
