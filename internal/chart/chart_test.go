@@ -136,7 +136,7 @@ var knobs = map[string]any{
 			"clusterDomain": "corp.local",
 			"logQueries":    false,
 			"noIPv6Lookups": true,
-			"cache":         map[string]any{"successCapacity": 20000, "successTTL": "60s", "prefetch": false, "serveStaleMode": "immediate"},
+			"cache":         map[string]any{"successCapacity": 20000, "successTTL": "60s", "prefetch": false, "serveStaleMode": "immediate", "hotPath": false},
 			"forward": map[string]any{
 				"cluster":       map[string]any{"protocol": "tcp", "policy": "round_robin"},
 				"external":      map[string]any{"protocol": "udp"},
@@ -208,6 +208,10 @@ func TestChartKnobs(t *testing.T) {
 	}
 	if strings.Contains(corefile, "prefetch") {
 		t.Errorf("prefetch: false did not reach the cache:\n%s", corefile)
+	}
+	// logQueries keeps hot out of the Corefile anyway: the flag is the proof.
+	if !slices.Contains(c.Args, "--hot-path=false") {
+		t.Errorf("hotPath: false did not reach the cache's args %v", c.Args)
 	}
 
 	d := typed[appsv1.Deployment](t, objs, "Deployment", "lrpdns-controller")
