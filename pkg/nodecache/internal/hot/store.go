@@ -141,17 +141,14 @@ func (s *Store) Learn(q, resp []byte, proto int, c *Capture) {
 		return
 	}
 	qhash := questionHash(name, binary.BigEndian.Uint16(q[off:]))
-	s.mu.RLock()
-	old := s.entries[proto][key]
-	s.mu.RUnlock()
 	e := &entry{resp: bytes.Clone(resp), ttlAt: ttlAt, ttl: ttl, learned: s.now(), hits: 1, p: c.Params, qhash: qhash}
-	if old != nil {
-		e.hits = old.hits + 1
-		e.m = old.m
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e.m == nil {
+	// Under the lock: a miss that forgot the query in between restarts
+	// the count.
+	if old := s.entries[proto][key]; old != nil {
+		e.hits, e.m = old.hits+1, old.m
+	} else {
 		e.m = s.metricSetLocked(c, q, resp, proto)
 	}
 	s.deleteLocked(proto, key)
