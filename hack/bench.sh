@@ -24,7 +24,10 @@ echo "node-cache: $LRPDNS_NODE_CACHE_BIN ($VERSION); stock CoreDNS: $LRPDNS_CORE
 echo "cores: $(nproc); the load generator and the server share them"
 if [[ -n "$LRPDNS_BENCH_NODE_CACHE_ARGS" ]]; then echo "node-cache's column with: $LRPDNS_BENCH_NODE_CACHE_ARGS"; fi
 run() { echo "+ $*"; "$@"; }
-run go test -run '^$' -bench 'BenchmarkCache' -benchtime "${BENCHTIME:-3s}" -count "${COUNT:-1}" ./internal/dnsbench/
+# Rounds, not -count: each round runs every server once (interleaved).
+export LRPDNS_BENCH_ROUNDS=${COUNT:-1}
+echo "BenchmarkCache: $LRPDNS_BENCH_ROUNDS round(s)"
+run go test -run '^$' -bench 'BenchmarkCache' -benchtime "${BENCHTIME:-3s}" ./internal/dnsbench/
 run go test -run '^$' -bench 'BenchmarkConvergence' -benchtime 20x -count "${COUNT:-1}" ./pkg/lrp/
 run go test -run '^$' -bench 'BenchmarkControllerRSS' -benchtime 1x -timeout 30m ./pkg/lrp/
 run go test -run '^$' -bench 'BenchmarkFullCacheRSS' -benchtime 1x ./internal/dnsbench/

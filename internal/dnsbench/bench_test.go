@@ -38,8 +38,10 @@ import (
 // system, from /proc) and its RSS idle and after the load.
 //
 // hack/bench.sh builds the binaries and sets LRPDNS_NODE_CACHE_BIN,
-// LRPDNS_COREDNS_BIN and LRPDNS_BENCH_NODE_CACHE_ARGS. The load generator shares the machine's cores with
-// the server, so compare the columns, not absolute numbers across hosts.
+// LRPDNS_COREDNS_BIN, LRPDNS_BENCH_NODE_CACHE_ARGS and LRPDNS_BENCH_ROUNDS
+// (rounds, each running every server once: runs interleaved, unlike
+// -count). The load generator shares the machine's cores with the server,
+// so compare the columns, not absolute numbers across hosts.
 func BenchmarkCache(b *testing.B) {
 	nodeCache, coreDNS := os.Getenv("LRPDNS_NODE_CACHE_BIN"), os.Getenv("LRPDNS_COREDNS_BIN")
 	if nodeCache == "" || coreDNS == "" {
@@ -90,6 +92,13 @@ func BenchmarkCache(b *testing.B) {
 	}
 
 	const workers, hitNames = 20, 1000
+	rounds := 1
+	if r := os.Getenv("LRPDNS_BENCH_ROUNDS"); r != "" {
+		var err error
+		if rounds, err = strconv.Atoi(r); err != nil || rounds < 1 {
+			b.Fatalf("LRPDNS_BENCH_ROUNDS=%q: want a count, 1 or more", r)
+		}
+	}
 	hit := func(i int) string { return "h" + strconv.Itoa(i%hitNames) + ".example.com." }
 	for _, s := range servers {
 		if res, err := Load(s.addr(), hitNames, workers, hit); err != nil || res.Failures > 0 {
@@ -105,34 +114,39 @@ func BenchmarkCache(b *testing.B) {
 			return "m" + strconv.Itoa(i) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + ".example.com."
 		}},
 	} {
-		for _, s := range servers {
-			b.Run(load.name+"/"+s.name, func(b *testing.B) {
-				cpu0, err := CPU(s.cmd.Process.Pid)
-				if err != nil {
-					b.Fatal(err)
-				}
-				res, err := Load(s.addr(), b.N, workers, load.qname)
-				if err != nil {
-					b.Fatal(err)
-				}
-				cpu1, err := CPU(s.cmd.Process.Pid)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if res.Failures > res.Queries/1000 {
-					b.Fatalf("%d of %d queries failed", res.Failures, res.Queries)
-				}
-				rss, err := RSS(s.cmd.Process.Pid)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.ReportMetric(res.QPS(), "qps")
-				b.ReportMetric(float64(res.Percentile(0.5).Microseconds()), "p50-µs")
-				b.ReportMetric(float64(res.Percentile(0.99).Microseconds()), "p99-µs")
-				b.ReportMetric((cpu1-cpu0).Seconds()/float64(res.Queries)*1e5, "cpu-s/100k")
-				b.ReportMetric(float64(s.idleRSS)/(1<<20), "idle-RSS-MiB")
-				b.ReportMetric(float64(rss)/(1<<20), "RSS-MiB")
-			})
+		// Rounds go server after server, so that whatever else the machine
+		// does in a moment falls on every server alike (go test's -count
+		// would run one server's repeats back to back).
+		for range rounds {
+			for _, s := range servers {
+				b.Run(load.name+"/"+s.name, func(b *testing.B) {
+					cpu0, err := CPU(s.cmd.Process.Pid)
+					if err != nil {
+						b.Fatal(err)
+					}
+					res, err := Load(s.addr(), b.N, workers, load.qname)
+					if err != nil {
+						b.Fatal(err)
+					}
+					cpu1, err := CPU(s.cmd.Process.Pid)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if res.Failures > res.Queries/1000 {
+						b.Fatalf("%d of %d queries failed", res.Failures, res.Queries)
+					}
+					rss, err := RSS(s.cmd.Process.Pid)
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.ReportMetric(res.QPS(), "qps")
+					b.ReportMetric(float64(res.Percentile(0.5).Microseconds()), "p50-µs")
+					b.ReportMetric(float64(res.Percentile(0.99).Microseconds()), "p99-µs")
+					b.ReportMetric((cpu1-cpu0).Seconds()/float64(res.Queries)*1e5, "cpu-s/100k")
+					b.ReportMetric(float64(s.idleRSS)/(1<<20), "idle-RSS-MiB")
+					b.ReportMetric(float64(rss)/(1<<20), "RSS-MiB")
+				})
+			}
 		}
 	}
 }
