@@ -88,9 +88,11 @@ func setup(c *caddy.Controller) error {
 	if len(hosts) == 0 {
 		hosts = []string{""}
 	}
+	var zones []string // the block's, for the tag
 	for i := range c.ServerBlockKeys {
 		c.ServerBlockKeyIndex = i
 		conf := dnsserver.GetConfig(c)
+		zones = append(zones, conf.Zone)
 		f.mu.Lock()
 		for _, h := range hosts {
 			f.pending = append(f.pending, net.JoinHostPort(h, conf.Port))
@@ -100,22 +102,15 @@ func setup(c *caddy.Controller) error {
 		conf.UDPDecorateWriterFunc = g.learn
 	}
 	c.ServerBlockKeyIndex = keyIndex
-	var zones []string
-	for i := range c.ServerBlockKeys {
-		c.ServerBlockKeyIndex = i
-		zones = append(zones, dnsserver.GetConfig(c).Zone)
-	}
-	c.ServerBlockKeyIndex = keyIndex
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
-		p := hot.BlockParams(c)
-		if p != nil {
+		t := tag{next: next, block: hot.Block{Params: hot.BlockParams(c), Zones: zones}}
+		if t.block.Params != nil {
 			g.hot.Store(true)
 		}
-		t := tag{next: next, params: p, zones: zones}
 		// CoreDNS's metrics name, as the plugin that wrote an answer, the
 		// one right after prometheus (its recorder sees only that one).
 		if m, ok := next.(*metrics.Metrics); ok && m.Next != nil {
-			t.block = hot.Block{Counted: true, Writer: m.Next.Name()}
+			t.block.Counted, t.block.Writer = true, m.Next.Name()
 		}
 		return t
 	})
@@ -130,15 +125,13 @@ func setup(c *caddy.Controller) error {
 // tag, first in every block's chain, tells the query's capture which
 // block serves it.
 type tag struct {
-	next   plugin.Handler
-	params *hot.Params
-	zones  []string
-	block  hot.Block
+	next  plugin.Handler
+	block hot.Block // all but the labels only the query's context has
 }
 
 func (t tag) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	b := t.block
-	b.Params, b.Zones, b.Server, b.View = t.params, t.zones, metrics.WithServer(ctx), metrics.WithView(ctx)
+	b.Server, b.View = metrics.WithServer(ctx), metrics.WithView(ctx)
 	hot.Tag(ctx, b)
 	return plugin.NextOrFailure(Name, t.next, ctx, w, r)
 }

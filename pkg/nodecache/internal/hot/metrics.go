@@ -49,22 +49,15 @@ type setKey struct {
 	do                                            bool
 }
 
-// metricSetLocked is the metrics of a query the chain answered with resp
-// (nil when the block is not counted), one per label set.
-func (s *Store) metricSetLocked(c *Capture, q, resp []byte, proto int) *metricSet {
+// metricSetLocked is the metrics of a query (name, qtype, DO bit, as it
+// was learnt) the chain answered with rc over proto (nil when the block is
+// not counted), one per label set.
+func (s *Store) metricSetLocked(c *Capture, name string, qtype uint16, do bool, rc byte, proto int) *metricSet {
 	if !c.Counted {
 		return nil
 	}
-	name, off, err := dns.UnpackDomainName(q, 12)
-	if err != nil || off+4 > len(q) {
-		name, off = ".", len(q)
-	}
-	var qtype uint16
-	if off+4 <= len(q) {
-		qtype = uint16(q[off])<<8 | uint16(q[off+1])
-	}
 	k := setKey{server: c.Server, zone: zoneOf(c.Zones, name), view: c.View, net: "udp", qtype: typeLabel(qtype),
-		rcode: rcode.ToString(int(resp[3] & 0xF)), writer: c.Writer, do: hasDO(q, off+4)}
+		rcode: rcode.ToString(int(rc)), writer: c.Writer, do: do}
 	if proto == TCP {
 		k.net = "tcp"
 	}

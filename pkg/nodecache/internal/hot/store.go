@@ -137,10 +137,11 @@ func (s *Store) Learn(q, resp []byte, proto int, c *Capture) {
 		return
 	}
 	name, off, err := dns.UnpackDomainName(q, 12)
-	if err != nil || off+2 > len(q) {
+	if err != nil || off+4 > len(q) {
 		return
 	}
-	qhash := questionHash(name, binary.BigEndian.Uint16(q[off:]))
+	qtype := binary.BigEndian.Uint16(q[off:])
+	qhash := questionHash(name, qtype)
 	e := &entry{resp: bytes.Clone(resp), ttlAt: ttlAt, ttl: ttl, learned: s.now(), hits: 1, p: c.Params, qhash: qhash}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -149,7 +150,7 @@ func (s *Store) Learn(q, resp []byte, proto int, c *Capture) {
 	if old := s.entries[proto][key]; old != nil {
 		e.hits, e.m = old.hits+1, old.m
 	} else {
-		e.m = s.metricSetLocked(c, q, resp, proto)
+		e.m = s.metricSetLocked(c, name, qtype, hasDO(q, off+4), resp[3]&0xF, proto)
 	}
 	s.deleteLocked(proto, key)
 	if e.size(key) > s.maxBytes {
