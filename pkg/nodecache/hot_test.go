@@ -351,7 +351,7 @@ func TestHotPathAnswersAsTheChain(t *testing.T) {
 }
 
 type serverCounts struct {
-	hot                 float64
+	hot, prefetch       float64
 	requests, responses map[string]float64 // by labels but server
 }
 
@@ -370,14 +370,16 @@ func serverLabels(t *testing.T) map[string]bool {
 	return seen
 }
 
-// counters reads, from the process's registry, the request, response and
-// hot-hit counters of each server not in before.
+// counters reads, from the process's registry, the request, response,
+// hot-hit and prefetch counters of each server not in before.
 func counters(t *testing.T, before map[string]bool) map[string]*serverCounts {
 	t.Helper()
 	out := map[string]*serverCounts{}
 	for _, f := range gather(t) {
 		name := f.GetName()
-		if name != "coredns_dns_requests_total" && name != "coredns_dns_responses_total" && name != "lrpdns_node_cache_hot_hits_total" {
+		switch name {
+		case "coredns_dns_requests_total", "coredns_dns_responses_total", "lrpdns_node_cache_hot_hits_total", "coredns_cache_prefetch_total":
+		default:
 			continue
 		}
 		for _, m := range f.GetMetric() {
@@ -402,6 +404,8 @@ func counters(t *testing.T, before map[string]bool) map[string]*serverCounts {
 			switch name {
 			case "lrpdns_node_cache_hot_hits_total":
 				c.hot += v
+			case "coredns_cache_prefetch_total":
+				c.prefetch += v
 			case "coredns_dns_requests_total":
 				c.requests[strings.Join(rest, ",")] += v
 			default:
@@ -446,33 +450,14 @@ func TestHotPathKeepsPrefetch(t *testing.T) {
 			}
 		}
 	}
-	prefetches := map[bool]float64{}
-	hits := map[string]float64{}
-	for _, f := range gather(t) {
-		for _, m := range f.GetMetric() {
-			var server string
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "server" {
-					server = l.GetValue()
-				}
-			}
-			if before[server] {
-				continue
-			}
-			switch f.GetName() {
-			case "lrpdns_node_cache_hot_hits_total":
-				hits[server] += m.GetCounter().GetValue()
-			case "coredns_cache_prefetch_total":
-				hits["prefetch "+server] += m.GetCounter().GetValue()
-			}
-		}
+	prefetches := map[bool]float64{} // by whether the server answered hot
+	got := counters(t, before)
+	for _, c := range got {
+		prefetches[c.hot > 0] += c.prefetch
 	}
-	for k, v := range hits {
-		if server, ok := strings.CutPrefix(k, "prefetch "); ok {
-			prefetches[hits[server] > 0] += v
-		}
+	for server, c := range got {
+		t.Logf("%s: %v hot hits, %v prefetches", server, c.hot, c.prefetch)
 	}
-	t.Logf("hot hits and prefetches by server: %v", hits)
 	if prefetches[false] < 2 {
 		t.Fatalf("the chain alone prefetched %v times in 12 s of 5 s TTLs, want 2 or more", prefetches[false])
 	}
