@@ -57,6 +57,7 @@ type Front struct {
 	limits   Limits
 	internal string // CoreDNS's loopback host:port
 	serving  atomic.Pointer[serving]
+	work     *workers // serve UDP queries the store does not answer
 
 	mu      sync.Mutex
 	public  []string // host:port, as the Corefile's blocks say
@@ -74,8 +75,17 @@ func New(l Limits) (*Front, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Front{limits: l, internal: net.JoinHostPort("127.0.0.1", port), tcp: newLimitListenerGroup(l.MaxTCPConns)}, nil
+	f := &Front{limits: l, internal: net.JoinHostPort("127.0.0.1", port), tcp: newLimitListenerGroup(l.MaxTCPConns)}
+	f.work = newWorkers(f.serveDNS, maxIdleWorkers, workerIdle)
+	return f, nil
 }
+
+// A burst leaves at most maxIdleWorkers workers waiting, for workerIdle:
+// with 16 KiB stacks at most 2 MiB, for 2 s.
+const (
+	maxIdleWorkers = 128
+	workerIdle     = 2 * time.Second
+)
 
 // Addrs are the public listeners: TCP then UDP for each address.
 func (f *Front) Addrs() []net.Addr {

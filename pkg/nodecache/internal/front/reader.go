@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"os"
 	"time"
 
 	"github.com/miekg/dns"
@@ -13,9 +14,11 @@ import (
 
 // udpReader reads a UDP socket for its dns.Server and answers, in the
 // reading goroutine, every query the configuration's store can answer;
-// the others go to the server (a goroutine each, then CoreDNS). It owns its
-// read buffer: a query it answers costs no allocation but the socket
-// address and the server never sees it.
+// it hands the others to the front's workers, which serve them as
+// dns.Server would, and what dns.Server would not serve (a header or a
+// message it refuses or cannot unpack) to the server, which answers it
+// as always. It owns its read buffer: a query it answers costs no
+// allocation but the socket address and the server never sees it.
 type udpReader struct {
 	dns.Reader
 	f     *Front
@@ -34,6 +37,11 @@ func (r *udpReader) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.Se
 		// unblock the read, and setting ours would undo it.
 		n, s, err := dns.ReadFromSessionUDP(conn, r.buf)
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
+				// Shutdown: dns.Server waits for its own queries in
+				// flight before it closes the socket; so for ours.
+				r.f.work.wait()
+			}
 			return nil, nil, err
 		}
 		q := r.buf[:n]
@@ -45,8 +53,35 @@ func (r *udpReader) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.Se
 				continue
 			}
 		}
-		return append([]byte(nil), q...), s, nil
+		q = append([]byte(nil), q...) // the worker's or the server's: the buffer is read into again
+		if m := accept(q); m != nil {
+			r.f.work.do(job{conn: conn, s: s, m: m})
+			continue
+		}
+		return q, s, nil
 	}
+}
+
+// accept unpacks q as dns.Server does, if dns.Server would serve it: nil
+// for what its default accept function refuses or ignores and for what
+// does not unpack, which dns.Server answers (or drops) itself.
+func accept(q []byte) *dns.Msg {
+	if len(q) < 12 {
+		return nil
+	}
+	h := dns.Header{
+		Id: binary.BigEndian.Uint16(q), Bits: binary.BigEndian.Uint16(q[2:]),
+		Qdcount: binary.BigEndian.Uint16(q[4:]), Ancount: binary.BigEndian.Uint16(q[6:]),
+		Nscount: binary.BigEndian.Uint16(q[8:]), Arcount: binary.BigEndian.Uint16(q[10:]),
+	}
+	if dns.DefaultMsgAcceptFunc(h) != dns.MsgAccept {
+		return nil
+	}
+	m := new(dns.Msg)
+	if m.Unpack(q) != nil {
+		return nil
+	}
+	return m
 }
 
 // errQueryLimit ends a connection that has carried its MaxTCPQueries.
