@@ -20,69 +20,85 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
-// pinPatience is how long the controller keeps asking for kube-dns-upstream's
-// previous address before it gives up and takes a new one.
-const pinPatience = 30 * time.Second
+// Re-creating kube-dns-upstream on its previous addresses. The API server
+// frees a deleted Service's addresses just after the deletion, one family
+// after the other (1.33 and later: one IPAddress object each). A
+// dual-stack create that meets one family freed and the other not fails,
+// and the API server (1.36) keeps the family it had taken for the failed
+// create: that address is "already allocated" until its repair loop
+// deletes the orphan 60 s later. So a dual-stack Service is asked for its
+// addresses only pinSettle after it was found gone, a failed ask is
+// repeated every pinRetry, and the controller waits pinPatience, more than
+// the repair loop's 60 s, before it gives up and takes new addresses.
+const (
+	pinSettle   = time.Second
+	pinRetry    = 500 * time.Millisecond
+	pinPatience = 90 * time.Second
+)
 
 // applyUpstream creates or repairs kube-dns-upstream. Its address is what
 // every running cache forwards cluster names to (the kubelet put it in their
 // environment at start), so a Service that went away is re-created on the
-// same ClusterIPs.
-func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, want *corev1.Service) (*corev1.Service, error) {
+// same ClusterIPs. A positive wait: nothing was written, ask again then.
+func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, want *corev1.Service) (_ *corev1.Service, wait time.Duration, _ error) {
 	cur := &corev1.Service{}
 	err := r.Client.Get(ctx, r.key(want.Name), cur)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("failed to get Service %s: %w", klog.KObj(want), err)
+		return nil, 0, fmt.Errorf("failed to get Service %s: %w", klog.KObj(want), err)
 	}
 	if err == nil {
-		r.upstreamIPs = cur.Spec.ClusterIPs
+		r.upstreamIPs, r.upstreamGone = cur.Spec.ClusterIPs, time.Time{}
 		if !serviceDrifted(cur, want) {
-			return cur, nil
+			return cur, 0, nil
 		}
 		// On its address: if the cached Service was in fact deleted a moment
 		// ago, server-side apply creates it, and must not pick a new one.
 		repaired := want.DeepCopy()
 		repaired.Spec.ClusterIP, repaired.Spec.ClusterIPs = cur.Spec.ClusterIP, cur.Spec.ClusterIPs
 		if err := r.apply(ctx, repaired); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonRepaired, "Update", "restored Service %s to kube-dns's selector and DNS ports", want.Name)
 		logf.FromContext(ctx).Info("repaired upstream Service", "service", klog.KObj(want))
-		return cur, nil
+		return cur, 0, nil
 	}
 	if len(r.upstreamIPs) > 0 {
+		if r.upstreamGone.IsZero() {
+			r.upstreamGone = time.Now()
+		}
+		gone := time.Since(r.upstreamGone)
+		if len(r.upstreamIPs) > 1 && gone < pinSettle {
+			return nil, pinSettle - gone, nil
+		}
 		pinned := want.DeepCopy()
 		pinned.Spec.ClusterIP, pinned.Spec.ClusterIPs = r.upstreamIPs[0], r.upstreamIPs
 		err := r.apply(ctx, pinned)
 		if err == nil {
-			r.pinningSince = time.Time{}
+			r.upstreamGone = time.Time{}
 			r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonCreated, "Recreate",
 				"re-created Service %s on its previous address %s, which the running caches forward to", want.Name, strings.Join(r.upstreamIPs, ","))
-			logf.FromContext(ctx).Info("re-created upstream Service on its previous address", "service", klog.KObj(want), "clusterIPs", r.upstreamIPs)
-			return nil, nil // a new Service: its endpoints are not known yet
+			logf.FromContext(ctx).Info("re-created upstream Service on its previous address", "service", klog.KObj(want), "clusterIPs", r.upstreamIPs, "after", gone.Round(time.Millisecond))
+			return nil, 0, nil // a new Service: its endpoints are not known yet
 		}
 		if !apierrors.IsInvalid(err) {
-			return nil, err
+			return nil, 0, err
 		}
-		// The API server releases a deleted Service's address shortly
-		// after the deletion: until then it is "already allocated".
-		if r.pinningSince.IsZero() {
-			r.pinningSince = time.Now()
+		// "Already allocated": not freed yet, or taken.
+		if gone < pinPatience {
+			logf.FromContext(ctx).Info("previous address of the upstream Service not free yet; asking again", "service", klog.KObj(want), "clusterIPs", r.upstreamIPs, "error", err.Error(), "after", pinRetry)
+			return nil, pinRetry, nil
 		}
-		if time.Since(r.pinningSince) < pinPatience {
-			return nil, err
-		}
-		r.pinningSince = time.Time{}
+		r.upstreamGone = time.Time{}
 		r.Events.Eventf(ds, want, corev1.EventTypeWarning, ReasonUpstreamAddress, "Create",
 			"could not re-create Service %s on its previous address %s for %s (%v): it gets a new one, and caches started before forward cluster names to the old address until they restart (kubectl -n %s rollout restart daemonset %s)",
 			want.Name, strings.Join(r.upstreamIPs, ","), pinPatience, err, ds.Namespace, ds.Name)
 	}
 	if err := r.apply(ctx, want); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonCreated, "Create", "created Service %s for the cache's cluster-domain forwards", want.Name)
 	logf.FromContext(ctx).Info("created upstream Service", "service", klog.KObj(want))
-	return nil, nil // a new Service: its endpoints are not known yet
+	return nil, 0, nil // a new Service: its endpoints are not known yet
 }
 
 // apply writes obj with server-side apply as FieldOwner, taking over fields

@@ -74,9 +74,9 @@ type Reconciler struct {
 	// the running caches forward to them, so a re-created Service asks for
 	// them again.
 	upstreamIPs []string
-	// pinningSince is when re-creating kube-dns-upstream on its previous
-	// address first failed.
-	pinningSince time.Time
+	// upstreamGone is when kube-dns-upstream was found gone (zero: it is
+	// there, or was never seen).
+	upstreamGone time.Time
 	// waiting is the last reason the policy was not created, so that it is
 	// said once.
 	waiting wait
@@ -155,9 +155,9 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	current, err := r.applyUpstream(ctx, ds, upstream)
-	if err != nil {
-		return ctrl.Result{}, err
+	current, wait, err := r.applyUpstream(ctx, ds, upstream)
+	if err != nil || wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, err
 	}
 
 	check := r.checkCilium(ctx, ds)
