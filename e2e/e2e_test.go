@@ -25,6 +25,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	"github.com/miekg/dns"
 	"google.golang.org/protobuf/encoding/protojson"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -147,6 +148,41 @@ func upstreamGap(scenario string) string {
 		return ""
 	}
 	return "the caches' upstream Service was gone, then had no endpoints yet"
+}
+
+// dnsErrors sums up the DNS answers with an error rcode among flows (L7
+// DNS, seen by Cilium's DNS proxy) by rcode, query, who answered whom and
+// the time of the first: who sent a failed query its answer. "" when none.
+func dnsErrors(flows []*observerpb.GetFlowsResponse) string {
+	type key struct{ rcode, query, path string }
+	count, first := map[key]int{}, map[key]string{}
+	var keys []key
+	for _, r := range flows {
+		f := r.GetFlow()
+		d := f.GetL7().GetDns()
+		if d == nil || f.GetL7().GetType() != flowpb.L7FlowType_RESPONSE || d.GetRcode() == 0 {
+			continue
+		}
+		k := key{dns.RcodeToString[int(d.GetRcode())], d.GetQuery(), fmt.Sprintf("%s -> %s (%s)", f.GetIP().GetSource(), f.GetIP().GetDestination(), d.GetObservationSource())}
+		if count[k] == 0 {
+			keys = append(keys, k)
+			first[k] = f.GetTime().AsTime().UTC().Format("15:04:05.000")
+		}
+		count[k]++
+	}
+	if len(keys) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("; DNS error answers in Hubble's flows:")
+	for i, k := range keys {
+		if i == 5 {
+			fmt.Fprintf(&b, " and %d more kinds", len(keys)-i)
+			break
+		}
+		fmt.Fprintf(&b, " %d %s for %s %s from %s;", count[k], k.rcode, k.query, k.path, first[k])
+	}
+	return strings.TrimSuffix(b.String(), ";")
 }
 
 var timeOfDay = regexp.MustCompile(`(\d{2}):(\d{2}):(\d{2})\.(\d+)`)
@@ -412,6 +448,7 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 			}
 			continue
 		}
+		notGap := ""
 		if why := upstreamGap(scenario); why != "" && r.Failed > 0 && r.Sent >= kinds[i].minSent {
 			// Measured, not required: docs/lab.md gives the figures.
 			// The action returns once the new Service has ready
@@ -423,6 +460,7 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 				continue
 			}
 			t.Logf("%s (%s): not the upstream gap: %s", scenario, r.Client, not)
+			notGap = " (not the upstream gap: " + not + ")"
 		}
 		if why := s.withoutFallback(scenario); why != "" && r.Client != "" {
 			// Measured, not required: docs/install.md says why and what to do.
@@ -432,7 +470,7 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 			continue
 		}
 		if errs[i] != nil || r.Failed != 0 || r.Sent < kinds[i].minSent {
-			errorf(t, "%s (%s): %d sent (want at least %d), %d failed (%d wrong answers), first failures %q, answers %v: %v; want 0 failed", scenario, kinds[i].name, r.Sent, kinds[i].minSent, r.Failed, r.Wrong, r.Failures, r.Answers, errs[i])
+			errorf(t, "%s (%s): %d sent (want at least %d), %d failed (%d wrong answers)%s, first failures %q, answers %v%s: %v; want 0 failed", scenario, kinds[i].name, r.Sent, kinds[i].minSent, r.Failed, r.Wrong, notGap, r.Failures, r.Answers, dnsErrors(during), errs[i])
 		}
 	}
 	if took > d-3*time.Second {

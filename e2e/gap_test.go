@@ -5,6 +5,10 @@ package e2e
 import (
 	"testing"
 	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // TestFailuresInGap: only cluster-domain names, sent inside the window, all
@@ -38,5 +42,32 @@ func TestFailuresInGap(t *testing.T) {
 	}
 	if failuresInGap(probeResult{Failed: 1, Wrong: 1, Failures: []string{in}}, from, to) == "" {
 		t.Error("accepted a wrong answer")
+	}
+}
+
+// TestDNSErrors: the digest names each error answer's rcode, query, path
+// and first time, counts repeats, and leaves out requests and NOERROR.
+func TestDNSErrors(t *testing.T) {
+	at := time.Date(2026, 12, 6, 1, 49, 6, 527_000_000, time.UTC)
+	flow := func(typ flowpb.L7FlowType, rcode uint32, query string) *observerpb.GetFlowsResponse {
+		return &observerpb.GetFlowsResponse{ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: &flowpb.Flow{
+			Time: timestamppb.New(at),
+			IP:   &flowpb.IP{Source: "10.244.0.124", Destination: "10.244.0.33"},
+			L7: &flowpb.Layer7{Type: typ, Record: &flowpb.Layer7_Dns{Dns: &flowpb.DNS{
+				Query: query, Rcode: rcode, ObservationSource: "proxy",
+			}}},
+		}}}
+	}
+	if got := dnsErrors([]*observerpb.GetFlowsResponse{
+		flow(flowpb.L7FlowType_REQUEST, 0, "a.cluster.local."),
+		flow(flowpb.L7FlowType_RESPONSE, 0, "a.cluster.local."),
+	}); got != "" {
+		t.Errorf("no error answers: got %q, want \"\"", got)
+	}
+	refused := flow(flowpb.L7FlowType_RESPONSE, 5, "kube-dns.kube-system.svc.cluster.local.")
+	got := dnsErrors([]*observerpb.GetFlowsResponse{refused, flow(flowpb.L7FlowType_REQUEST, 5, "x."), refused})
+	want := "; DNS error answers in Hubble's flows: 2 REFUSED for kube-dns.kube-system.svc.cluster.local. 10.244.0.124 -> 10.244.0.33 (proxy) from 01:49:06.527"
+	if got != want {
+		t.Errorf("dnsErrors() = %q, want %q", got, want)
 	}
 }
