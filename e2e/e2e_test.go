@@ -906,6 +906,16 @@ spec:
 	return y
 }
 
+// removeClientPolicy deletes a policy the clients were behind and gives the
+// agent the time it takes to compute the change, as after applying one:
+// the next scenario's clients must not meet a datapath half way between
+// (an L7 DNS rule puts Cilium's DNS proxy on their path, and the proxy
+// refuses what no rule allows).
+func (s *suite) removeClientPolicy(u client.Object) {
+	_ = s.c.Delete(context.Background(), u)
+	time.Sleep(3 * time.Second)
+}
+
 // applyYAML applies the object y describes, as the suite's field owner.
 func (s *suite) applyYAML(t *testing.T, y string) *unstructured.Unstructured {
 	t.Helper()
@@ -926,7 +936,7 @@ func (s *suite) applyYAML(t *testing.T, y string) *unstructured.Unstructured {
 func (s *suite) clientPolicy(t *testing.T) {
 	ctx := t.Context()
 	apply := func(allowCache bool) { s.applyYAML(t, clientPolicyYAML(allowCache, s.names.DaemonSet)) }
-	t.Cleanup(func() { _ = s.c.Delete(context.Background(), ciliumNetworkPolicy("default", "lrpdns-e2e-client-dns")) })
+	t.Cleanup(func() { s.removeClientPolicy(ciliumNetworkPolicy("default", "lrpdns-e2e-client-dns")) })
 	apply(false)
 	time.Sleep(3 * time.Second) // the agent computes the policy
 	start := time.Now()

@@ -163,7 +163,7 @@ func (s *suite) fqdnPolicy(t *testing.T) {
 		fatal(t, err)
 	}
 	u := s.applyYAML(t, y)
-	t.Cleanup(func() { _ = s.c.Delete(context.Background(), u) })
+	t.Cleanup(func() { s.removeClientPolicy(u) })
 	time.Sleep(3 * time.Second) // the agent computes the policy
 	connect := func(name string) (string, map[string]int) {
 		return s.connectFromNodeClient(t, answer, 443, name, flowpb.TrafficDirection_EGRESS)
