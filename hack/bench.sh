@@ -11,6 +11,8 @@
 #   BENCHTIME=5s COUNT=3 make bench
 #   NODE_CACHE_ARGS="--prefetch=false" make bench   # node-cache's column
 #     with other flags, to measure what a default costs
+#   BASE=/path/to/node-cache make bench   # another build in a column of its
+#     own (node-cache-base), in the same interleaved rounds
 set -o errexit -o nounset -o pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
@@ -19,7 +21,8 @@ LRPDNS_NODE_CACHE_BIN="$BIN/node-cache"
 LRPDNS_COREDNS_BIN=$(hack/coredns-bin.sh)
 KUBEBUILDER_ASSETS=$(hack/k8s-bins.sh)
 LRPDNS_BENCH_NODE_CACHE_ARGS=${NODE_CACHE_ARGS:-}
-export LRPDNS_NODE_CACHE_BIN LRPDNS_COREDNS_BIN KUBEBUILDER_ASSETS LRPDNS_BENCH_NODE_CACHE_ARGS
+LRPDNS_BENCH_NODE_CACHE_BASE=${BASE:-}
+export LRPDNS_NODE_CACHE_BIN LRPDNS_COREDNS_BIN KUBEBUILDER_ASSETS LRPDNS_BENCH_NODE_CACHE_ARGS LRPDNS_BENCH_NODE_CACHE_BASE
 echo "node-cache: $LRPDNS_NODE_CACHE_BIN ($VERSION); stock CoreDNS: $LRPDNS_COREDNS_BIN ($COREDNS_VERSION)"
 echo "cores: $(nproc); the load generator and the server share them"
 if [[ -n "$LRPDNS_BENCH_NODE_CACHE_ARGS" ]]; then echo "node-cache's column with: $LRPDNS_BENCH_NODE_CACHE_ARGS"; fi

@@ -86,6 +86,14 @@ func BenchmarkCache(b *testing.B) {
 	same = strings.ReplaceAll(same, "\n    loopguard\n", "\n    loop\n")
 	write(b, filepath.Join(dir, "same", "Corefile"), same)
 	servers[2].cmd = exec.Command(coreDNS, "-conf", filepath.Join(dir, "same", "Corefile"), "-quiet")
+	// LRPDNS_BENCH_NODE_CACHE_BASE: another node-cache binary (another
+	// commit's) in a column of its own, so that two builds are compared in
+	// the same interleaved rounds (make bench BASE=path).
+	if base := os.Getenv("LRPDNS_BENCH_NODE_CACHE_BASE"); base != "" {
+		s := &server{name: "node-cache-base", port: dnstest.FreePort(b)}
+		s.cmd = exec.Command(base, append(flags(s.port), strings.Fields(os.Getenv("LRPDNS_BENCH_NODE_CACHE_ARGS"))...)...)
+		servers = append(servers, s)
+	}
 	for _, s := range servers {
 		s.start(b)
 		defer s.stop()
