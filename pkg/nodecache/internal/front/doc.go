@@ -14,7 +14,9 @@
 // block to the front's loopback port. At start, the first block's front
 // plugin asks its own server a query only it answers and so learns the
 // *dnsserver.Server; every public query is then served by that server's
-// ServeDNS, exactly as CoreDNS serves its own listeners. On a reload the
-// new server is learnt before the old one stops, so no query meets a
-// server going away; the public sockets never close.
+// ServeDNS, exactly as CoreDNS serves its own listeners (UDP queries in
+// workers that outlive a query, where dns.Server starts a goroutine for
+// each: workers.go). On a reload the new server is learnt before the old
+// one stops, so no query meets a server going away; the public sockets
+// never close.
 package front
