@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -21,10 +22,11 @@ import (
 // allocation but the socket address and the server never sees it.
 type udpReader struct {
 	dns.Reader
-	f     *Front
-	paced pacedReader
-	buf   []byte
-	out   []byte
+	f        *Front
+	paced    pacedReader
+	buf      []byte
+	out      []byte
+	inFlight sync.WaitGroup // queries handed to workers, not yet answered
 }
 
 func (r *udpReader) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.SessionUDP, error) {
@@ -40,7 +42,7 @@ func (r *udpReader) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.Se
 			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
 				// Shutdown: dns.Server waits for its own queries in
 				// flight before it closes the socket; so for ours.
-				r.f.work.wait()
+				r.inFlight.Wait()
 			}
 			return nil, nil, err
 		}
@@ -55,7 +57,7 @@ func (r *udpReader) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.Se
 		}
 		q = append([]byte(nil), q...) // the worker's or the server's: the buffer is read into again
 		if m := accept(q); m != nil {
-			r.f.work.do(job{conn: conn, s: s, m: m})
+			r.f.work.do(job{conn: conn, s: s, m: m, wg: &r.inFlight})
 			continue
 		}
 		return q, s, nil

@@ -26,26 +26,28 @@ type workers struct {
 	maxIdle int32
 	idleFor time.Duration
 
-	jobs     chan job // unbuffered: a send succeeds only when a worker waits
-	idle     atomic.Int32
-	started  atomic.Uint64 // goroutines started
-	inFlight sync.WaitGroup
+	jobs    chan job // unbuffered: a send succeeds only when a worker waits
+	idle    atomic.Int32
+	started atomic.Uint64 // goroutines started
 }
 
-// job is one query and where its answer goes.
+// job is one query, where its answer goes, and the reader's count of its
+// queries in flight.
 type job struct {
 	conn *net.UDPConn
 	s    *dns.SessionUDP
 	m    *dns.Msg
+	wg   *sync.WaitGroup
 }
 
 func newWorkers(serve func(dns.ResponseWriter, *dns.Msg), maxIdle int, idleFor time.Duration) *workers {
 	return &workers{serve: serve, maxIdle: int32(maxIdle), idleFor: idleFor, jobs: make(chan job)} // #nosec G115 -- a small constant
 }
 
-// do serves j in a waiting worker or a new one.
+// do serves j in a waiting worker or a new one, counting it in j.wg
+// until it is answered.
 func (p *workers) do(j job) {
-	p.inFlight.Add(1)
+	j.wg.Add(1)
 	select {
 	case p.jobs <- j:
 	default:
@@ -54,14 +56,11 @@ func (p *workers) do(j job) {
 	}
 }
 
-// wait returns once every query handed over has been served.
-func (p *workers) wait() { p.inFlight.Wait() }
-
 func (p *workers) work(j job) {
 	var t *time.Timer
 	for {
 		p.serve(&udpWriter{conn: j.conn, s: j.s}, j.m)
-		p.inFlight.Done()
+		j.wg.Done()
 		if p.idle.Add(1) > p.maxIdle {
 			p.idle.Add(-1)
 			return
