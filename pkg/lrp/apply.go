@@ -85,7 +85,7 @@ func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, wa
 		}
 		// "Already allocated": not freed yet, or taken.
 		if gone < pinPatience {
-			logf.FromContext(ctx).Info("previous address of the upstream Service not free yet; asking again", "service", klog.KObj(want), "clusterIPs", r.upstreamIPs, "error", err.Error(), "after", pinRetry)
+			logf.FromContext(ctx).V(1).Info("previous address of the upstream Service not free yet; asking again", "service", klog.KObj(want), "clusterIPs", r.upstreamIPs, "error", err.Error(), "after", pinRetry)
 			return nil, pinRetry, nil
 		}
 		r.upstreamGone = time.Time{}
