@@ -24,6 +24,15 @@ var ErrNoAssets = errors.New("KUBEBUILDER_ASSETS is unset; run make test, which 
 // Start starts kube-apiserver and etcd, with the CiliumLocalRedirectPolicy
 // and CiliumNetworkPolicy CRDs when withCRD.
 func Start(withCRD bool) (*envtest.Environment, *rest.Config, error) {
+	return start(withCRD, "")
+}
+
+// DualStackServices are the Service ranges of a dual-stack API server.
+const DualStackServices = "10.0.0.0/24,fd00:10:96::/112"
+
+// start starts the API server with serviceRanges as its
+// --service-cluster-ip-range ("": envtest's single-stack default).
+func start(withCRD bool, serviceRanges string) (*envtest.Environment, *rest.Config, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, nil, ErrNoAssets
 	}
@@ -31,6 +40,9 @@ func Start(withCRD bool) (*envtest.Environment, *rest.Config, error) {
 	// As on OpenShift: owner references with blockOwnerDeletion need update
 	// on the owner's finalizers.
 	env.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
+	if serviceRanges != "" {
+		env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", serviceRanges)
+	}
 	if withCRD {
 		clrp, cnp := CLRPCRD(), ciliumclient.GetPregeneratedCRD(slog.New(slog.DiscardHandler), ciliumclient.CNPCRDName)
 		env.CRDs = []*apiextensionsv1.CustomResourceDefinition{&clrp, &cnp}
@@ -45,11 +57,21 @@ func Start(withCRD bool) (*envtest.Environment, *rest.Config, error) {
 // ForTest starts an API server for one test and stops it when the test
 // ends; it skips the test with -short or without KUBEBUILDER_ASSETS.
 func ForTest(t testing.TB, withCRD bool) (*envtest.Environment, *rest.Config) {
+	return forTest(t, withCRD, "")
+}
+
+// ForTestDualStack is ForTest with IPv4 and IPv6 Service ranges
+// (DualStackServices).
+func ForTestDualStack(t testing.TB, withCRD bool) (*envtest.Environment, *rest.Config) {
+	return forTest(t, withCRD, DualStackServices)
+}
+
+func forTest(t testing.TB, withCRD bool, serviceRanges string) (*envtest.Environment, *rest.Config) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs kube-apiserver + etcd; skipped with -short")
 	}
-	env, cfg, err := Start(withCRD)
+	env, cfg, err := start(withCRD, serviceRanges)
 	if errors.Is(err, ErrNoAssets) {
 		t.Skip(err)
 	}

@@ -15,11 +15,14 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/lrpdns/lrpdns/internal/testenv"
 )
 
 func wantSpec(ns, udpName, tcpName, backendPort string) ciliumv2.CiliumLocalRedirectPolicySpec {
@@ -369,6 +372,87 @@ func TestUpstreamRecreatedOnItsAddress(t *testing.T) {
 	s.eventually("an Event naming the previous address", func() bool {
 		return strings.Contains(strings.Join(s.events(ReasonCreated), "\n"), "on its previous address "+up.Spec.ClusterIP)
 	})
+	if notes := s.events(ReasonUpstreamAddress); len(notes) > 0 {
+		t.Errorf("address change events %q, want none", notes)
+	}
+}
+
+// TestDualStackUpstreamRecreatedOnItsAddresses: on a dual-stack API
+// server, kube-dns-upstream deleted by hand comes back on both its
+// addresses, each time within the wait, even when one family's address is
+// freed 300 ms after the other (the test holds it, as a slow API server
+// does): a create that met one freed and the other not would leave the
+// first allocated to nothing until the API server's repair loop, 60 s on.
+func TestDualStackUpstreamRecreatedOnItsAddresses(t *testing.T) {
+	_, cfg := testenv.ForTestDualStack(t, true)
+	scheme, err := Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newScenarioOn(t, c, cfg)
+	s.healthy()
+	kubeDNS := &corev1.Service{}
+	if err := c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: s.names.KubeDNSService}, kubeDNS); err != nil {
+		t.Fatal(err)
+	}
+	kubeDNS.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicyRequireDualStack)
+	if err := c.Update(s.ctx(), kubeDNS); err != nil {
+		t.Fatal(err)
+	}
+	s.startController(cfg)
+	s.waitPolicy(nil)
+	up, err := waitFor(s, func() (*corev1.Service, error) {
+		u, err := s.upstream()
+		if err == nil && len(u.Spec.ClusterIPs) != 2 {
+			return nil, fmt.Errorf("ClusterIPs %v, want two", u.Spec.ClusterIPs)
+		}
+		return u, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := c.Delete(s.ctx(), up); err != nil {
+			t.Fatal(err)
+		}
+		deleted := time.Now()
+		// Hold the IPv6 address a moment, as an IPAddress object the API
+		// server has not deleted yet (AlreadyExists: the controller was
+		// quicker and has it again).
+		held := &networkingv1.IPAddress{
+			ObjectMeta: metav1.ObjectMeta{Name: up.Spec.ClusterIPs[1]},
+			Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{
+				Resource: "services", Namespace: s.ns, Name: s.names.UpstreamService,
+			}},
+		}
+		if err := c.Create(s.ctx(), held); err == nil {
+			time.Sleep(300 * time.Millisecond)
+			if err := c.Delete(s.ctx(), held); err != nil {
+				t.Fatal(err)
+			}
+		} else if !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		up2, err := waitFor(s, func() (*corev1.Service, error) {
+			u, err := s.upstream()
+			if err == nil && u.UID == up.UID {
+				return nil, fmt.Errorf("not deleted yet")
+			}
+			return u, err
+		})
+		if err != nil {
+			t.Fatalf("deletion %d: upstream Service not re-created within 20 s: %v", i+1, err)
+		}
+		t.Logf("deletion %d: re-created after %v", i+1, time.Since(deleted).Round(time.Millisecond))
+		if diff := cmp.Diff(up.Spec.ClusterIPs, up2.Spec.ClusterIPs); diff != "" {
+			t.Errorf("deletion %d: re-created ClusterIPs (-before +after):\n%s", i+1, diff)
+		}
+		up = up2
+	}
 	if notes := s.events(ReasonUpstreamAddress); len(notes) > 0 {
 		t.Errorf("address change events %q, want none", notes)
 	}
