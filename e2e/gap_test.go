@@ -71,3 +71,35 @@ func TestDNSErrors(t *testing.T) {
 		t.Errorf("dnsErrors() = %q, want %q", got, want)
 	}
 }
+
+// TestRefusedInSwitch: only a few refusals, all listed and within 100 ms,
+// pass as per-packet load balancing's moment without a backend; make test
+// runs it.
+func TestRefusedInSwitch(t *testing.T) {
+	lab := []string{ // as the lab's per-packet runs saw them
+		"Dec  6 00:46:21.351060 10-122-1-46.default.pod.cluster.local.: read udp 10.244.0.78:46612->10.96.0.10:53: read: connection refused",
+		"2026-12-06T02:54:52.493Z kube-dns.kube-system.svc.cluster.local: ECONNREFUSED",
+	}
+	for _, f := range lab {
+		if not := refusedInSwitch(probeResult{Failed: 1, Failures: []string{f}}); not != "" {
+			t.Errorf("refused: %s: %s", f, not)
+		}
+	}
+	two := []string{"2026-12-06T02:54:52.493Z a.cluster.local: ECONNREFUSED", "2026-12-06T02:54:52.560Z example.com: ECONNREFUSED"}
+	if not := refusedInSwitch(probeResult{Failed: 2, Failures: two}); not != "" {
+		t.Errorf("two refusals 67 ms apart: %s", not)
+	}
+	for name, r := range map[string]probeResult{
+		"a timeout":      {Failed: 1, Failures: []string{"Dec  6 00:46:21.351060 a.cluster.local.: i/o timeout"}},
+		"SERVFAIL":       {Failed: 1, Failures: []string{"Dec  6 00:46:21.351060 a.cluster.local.: SERVFAIL"}},
+		"no time":        {Failed: 1, Failures: []string{"a.cluster.local.: connection refused"}},
+		"apart":          {Failed: 2, Failures: []string{two[0], "2026-12-06T02:54:52.700Z example.com: ECONNREFUSED"}},
+		"unlisted":       {Failed: 3, Failures: two},
+		"six":            {Failed: 6, Failures: []string{two[0], two[0], two[0], two[0], two[0], two[0]}},
+		"a wrong answer": {Failed: 1, Wrong: 1, Failures: []string{two[0]}},
+	} {
+		if refusedInSwitch(r) == "" {
+			t.Errorf("accepted %s: %q", name, r.Failures)
+		}
+	}
+}
