@@ -174,7 +174,7 @@ func dnsErrors(flows []*observerpb.GetFlowsResponse) string {
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString("; DNS error answers in Hubble's flows:")
+	b.WriteString("DNS error answers in Hubble's flows:")
 	for i, k := range keys {
 		if i == 5 {
 			fmt.Fprintf(&b, " and %d more kinds", len(keys)-i)
@@ -505,7 +505,7 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 				continue
 			}
 			t.Logf("%s (%s): not the upstream gap: %s", scenario, r.Client, not)
-			notGap = " (not the upstream gap: " + not + ")"
+			notGap = "not the upstream gap: " + not
 		}
 		if !s.socketLBInPods && r.Failed > 0 && r.Sent >= kinds[i].minSent && !strings.HasPrefix(scenario, "migration") {
 			// Measured, not required: docs/lab.md gives the figures.
@@ -522,7 +522,20 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 			continue
 		}
 		if errs[i] != nil || r.Failed != 0 || r.Sent < kinds[i].minSent {
-			errorf(t, "%s (%s): %d sent (want at least %d), %d failed (%d wrong answers)%s, first failures %q, answers %v%s: %v; want 0 failed", scenario, kinds[i].name, r.Sent, kinds[i].minSent, r.Failed, r.Wrong, notGap, r.Failures, r.Answers, dnsErrors(during), errs[i])
+			// Lines CI's tail keeps (each cut at 300 bytes), the most
+			// telling first.
+			msg := fmt.Sprintf("%s (%s): %d sent (want at least %d), %d failed (%d wrong answers), answers %v; want 0 failed", scenario, kinds[i].name, r.Sent, kinds[i].minSent, r.Failed, r.Wrong, r.Answers)
+			if notGap != "" {
+				msg += "\n" + notGap
+			}
+			if d := dnsErrors(during); d != "" {
+				msg += "\n" + d
+			}
+			msg += fmt.Sprintf("\nfirst failures %q", r.Failures)
+			if errs[i] != nil {
+				msg += fmt.Sprintf("\nclient: %v", errs[i])
+			}
+			errorf(t, "%s", msg)
 		}
 	}
 	if took > d-3*time.Second {

@@ -66,7 +66,7 @@ func TestDNSErrors(t *testing.T) {
 	}
 	refused := flow(flowpb.L7FlowType_RESPONSE, 5, "kube-dns.kube-system.svc.cluster.local.")
 	got := dnsErrors([]*observerpb.GetFlowsResponse{refused, flow(flowpb.L7FlowType_REQUEST, 5, "x."), refused})
-	want := "; DNS error answers in Hubble's flows: 2 REFUSED for kube-dns.kube-system.svc.cluster.local. 10.244.0.124 -> 10.244.0.33 (proxy) from 01:49:06.527"
+	want := "DNS error answers in Hubble's flows: 2 REFUSED for kube-dns.kube-system.svc.cluster.local. 10.244.0.124 -> 10.244.0.33 (proxy) from 01:49:06.527"
 	if got != want {
 		t.Errorf("dnsErrors() = %q, want %q", got, want)
 	}
