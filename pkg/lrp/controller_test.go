@@ -351,23 +351,7 @@ func TestUpstreamRecreatedOnItsAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		if err := s.c.Delete(s.ctx(), up); err != nil {
-			t.Fatal(err)
-		}
-		up2, err := waitFor(s, func() (*corev1.Service, error) {
-			u, err := s.upstream()
-			if err == nil && u.UID == up.UID {
-				return nil, fmt.Errorf("not deleted yet")
-			}
-			return u, err
-		})
-		if err != nil {
-			t.Fatalf("deletion %d: upstream Service not re-created: %v", i+1, err)
-		}
-		if diff := cmp.Diff(up.Spec.ClusterIPs, up2.Spec.ClusterIPs); diff != "" {
-			t.Errorf("deletion %d: re-created ClusterIPs (-before +after):\n%s", i+1, diff)
-		}
-		up = up2
+		up = s.deleteUpstream(i+1, up, nil)
 	}
 	s.eventually("an Event naming the previous address", func() bool {
 		return strings.Contains(strings.Join(s.events(ReasonCreated), "\n"), "on its previous address "+up.Spec.ClusterIP)
@@ -416,46 +400,59 @@ func TestDualStackUpstreamRecreatedOnItsAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		if err := c.Delete(s.ctx(), up); err != nil {
-			t.Fatal(err)
-		}
 		deleted := time.Now()
 		// Hold the IPv6 address a moment, as an IPAddress object the API
 		// server has not deleted yet (AlreadyExists: the controller was
 		// quicker and has it again).
-		held := &networkingv1.IPAddress{
-			ObjectMeta: metav1.ObjectMeta{Name: up.Spec.ClusterIPs[1]},
-			Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{
-				Resource: "services", Namespace: s.ns, Name: s.names.UpstreamService,
-			}},
-		}
-		if err := c.Create(s.ctx(), held); err == nil {
-			time.Sleep(300 * time.Millisecond)
-			if err := c.Delete(s.ctx(), held); err != nil {
+		hold := func(up *corev1.Service) {
+			held := &networkingv1.IPAddress{
+				ObjectMeta: metav1.ObjectMeta{Name: up.Spec.ClusterIPs[1]},
+				Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{
+					Resource: "services", Namespace: s.ns, Name: s.names.UpstreamService,
+				}},
+			}
+			if err := c.Create(s.ctx(), held); err == nil {
+				time.Sleep(300 * time.Millisecond)
+				if err := c.Delete(s.ctx(), held); err != nil {
+					t.Fatal(err)
+				}
+			} else if !apierrors.IsAlreadyExists(err) {
 				t.Fatal(err)
 			}
-		} else if !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
 		}
-		up2, err := waitFor(s, func() (*corev1.Service, error) {
-			u, err := s.upstream()
-			if err == nil && u.UID == up.UID {
-				return nil, fmt.Errorf("not deleted yet")
-			}
-			return u, err
-		})
-		if err != nil {
-			t.Fatalf("deletion %d: upstream Service not re-created within 20 s: %v", i+1, err)
-		}
+		up = s.deleteUpstream(i+1, up, hold)
 		t.Logf("deletion %d: re-created after %v", i+1, time.Since(deleted).Round(time.Millisecond))
-		if diff := cmp.Diff(up.Spec.ClusterIPs, up2.Spec.ClusterIPs); diff != "" {
-			t.Errorf("deletion %d: re-created ClusterIPs (-before +after):\n%s", i+1, diff)
-		}
-		up = up2
 	}
 	if notes := s.events(ReasonUpstreamAddress); len(notes) > 0 {
 		t.Errorf("address change events %q, want none", notes)
 	}
+}
+
+// deleteUpstream deletes kube-dns-upstream up (deletion n of a test),
+// runs then, if any, and returns the Service the controller re-created,
+// after checking it has up's ClusterIPs.
+func (s *scenario) deleteUpstream(n int, up *corev1.Service, then func(*corev1.Service)) *corev1.Service {
+	s.t.Helper()
+	if err := s.c.Delete(s.ctx(), up); err != nil {
+		s.t.Fatal(err)
+	}
+	if then != nil {
+		then(up)
+	}
+	up2, err := waitFor(s, func() (*corev1.Service, error) {
+		u, err := s.upstream()
+		if err == nil && u.UID == up.UID {
+			return nil, fmt.Errorf("not deleted yet")
+		}
+		return u, err
+	})
+	if err != nil {
+		s.t.Fatalf("deletion %d: upstream Service not re-created within 20 s: %v", n, err)
+	}
+	if diff := cmp.Diff(up.Spec.ClusterIPs, up2.Spec.ClusterIPs); diff != "" {
+		s.t.Errorf("deletion %d: re-created ClusterIPs (-before +after):\n%s", n, diff)
+	}
+	return up2
 }
 
 func TestHandEditsAreRepaired(t *testing.T) {
