@@ -65,10 +65,13 @@ func BenchmarkCache(b *testing.B) {
 		{name: "coredns-reference", port: dnstest.FreePort(b)},
 		{name: "coredns-same-config", port: dnstest.FreePort(b)},
 	}
-	// LRPDNS_BENCH_NODE_CACHE_ARGS: more flags for node-cache's column
+	// LRPDNS_BENCH_NODE_CACHE_ARGS: more flags for the node-cache columns
 	// only (make bench NODE_CACHE_ARGS="--prefetch=false"), to find what a
 	// default costs.
-	servers[0].cmd = exec.Command(nodeCache, append(flags(servers[0].port), strings.Fields(os.Getenv("LRPDNS_BENCH_NODE_CACHE_ARGS"))...)...)
+	nodeCacheCmd := func(bin string, port int) *exec.Cmd {
+		return exec.Command(bin, append(flags(port), strings.Fields(os.Getenv("LRPDNS_BENCH_NODE_CACHE_ARGS"))...)...)
+	}
+	servers[0].cmd = nodeCacheCmd(nodeCache, servers[0].port)
 
 	reference := referenceCorefile(servers[1].port, upstream.Addr.String(), dnstest.FreeAddr(b), dnstest.FreeAddr(b))
 	write(b, filepath.Join(dir, "reference", "Corefile"), reference)
@@ -91,7 +94,7 @@ func BenchmarkCache(b *testing.B) {
 	// the same interleaved rounds (make bench BASE=path).
 	if base := os.Getenv("LRPDNS_BENCH_NODE_CACHE_BASE"); base != "" {
 		s := &server{name: "node-cache-base", port: dnstest.FreePort(b)}
-		s.cmd = exec.Command(base, append(flags(s.port), strings.Fields(os.Getenv("LRPDNS_BENCH_NODE_CACHE_ARGS"))...)...)
+		s.cmd = nodeCacheCmd(base, s.port)
 		servers = append(servers, s)
 	}
 	for _, s := range servers {
