@@ -4,24 +4,27 @@
 # socket per lookup) and the script prints a report shaped like `lrpdns
 # probe`'s. Usage, flags before names:
 #   getent.sh --duration SECONDS [--interval SECONDS] [--fresh SUFFIX]
-#     [--fresh-external SUFFIX[=WANT]] NAME[=WANT]...
+#     [--fresh-external SUFFIX[=WANT]] [--run R] NAME[=WANT]...
 # A fresh name is never seen before: 10-R-HI-LO.SUFFIX (a pod name CoreDNS
-# answers with 10.R.HI.LO) or rR-N.SUFFIX.
+# answers with 10.R.HI.LO) or rR-N.SUFFIX; R is --run (1-254), or random.
 set -u
-duration='' interval=0.02 fresh='' fresh_external=''
+duration='' interval=0.02 fresh='' fresh_external='' run=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --interval) interval=$2; shift 2 ;;
     --fresh) fresh=$2; shift 2 ;;
     --fresh-external) fresh_external=$2; shift 2 ;;
+    --run) run=$2; shift 2 ;;
     -*) echo "getent.sh: unknown flag $1" >&2; exit 2 ;;
     *) break ;;
   esac
 done
 duration=${duration%s}
 case "$duration" in ''|*[!0-9]*) echo "getent.sh: --duration SECONDS (or Ns), a whole number" >&2; exit 2 ;; esac
-run=$(( $(od -An -N1 -tu1 /dev/urandom) % 254 + 1 ))
+case "$run" in ''|*[!0-9]*) echo "getent.sh: invalid --run $run: want 1 to 254, or 0 for a random one" >&2; exit 2 ;; esac
+if [ "$run" -gt 254 ]; then echo "getent.sh: invalid --run $run: want 1 to 254, or 0 for a random one" >&2; exit 2; fi
+[ "$run" -eq 0 ] && run=$(( $(od -An -N1 -tu1 /dev/urandom) % 254 + 1 ))
 sent=0 answered=0 failed=0 wrong=0 slow=0 fresh_ok=0 failures=''
 # lookup NAME WANT FRESH: one getent, its answer checked.
 lookup() {

@@ -2,7 +2,10 @@
 // Node's dns.Resolver (c-ares, as a Node.js service resolves) and prints a
 // report shaped like `lrpdns probe`'s. Usage, flags before names:
 //   node resolve.js [--server IP[:PORT]] --duration 60s [--interval 20ms]
-//     [--inflight N] [--fresh SUFFIX] [--fresh-external SUFFIX[=WANT]] NAME[=WANT]...
+//     [--inflight N] [--fresh SUFFIX] [--fresh-external SUFFIX[=WANT]] [--run R]
+//     NAME[=WANT]...
+// --run R (1-254) is the R in the never-seen names, 10-R-HI-LO and rR-N;
+// default random.
 // --inflight N runs N lookups side by side. c-ares keeps a UDP socket only
 // while a query is outstanding on it, so N > 1 is a busy service whose
 // socket stays open across lookups.
@@ -25,7 +28,7 @@ function duration(s) {
 }
 
 function parse(argv) {
-  const o = { server: '', duration: 0, interval: 20, inflight: 1, fresh: '', freshExternal: '', targets: [] };
+  const o = { server: '', duration: 0, interval: 20, inflight: 1, fresh: '', freshExternal: '', run: 0, targets: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => { if (i + 1 >= argv.length) throw new Error(`${a} needs a value`); return argv[++i]; };
@@ -35,10 +38,12 @@ function parse(argv) {
     else if (a === '--inflight') o.inflight = Number(val());
     else if (a === '--fresh') o.fresh = val();
     else if (a === '--fresh-external') o.freshExternal = val();
+    else if (a === '--run') o.run = Number(val());
     else if (a.startsWith('-')) throw new Error(`unknown flag ${a}`);
     else { const [name, want = ''] = a.split('='); o.targets.push({ name, want }); }
   }
   if (!o.duration || !(o.inflight >= 1)) throw new Error('give --duration, and --inflight of at least 1');
+  if (!Number.isInteger(o.run) || o.run < 0 || o.run > 254) throw new Error(`invalid --run ${o.run}: want 1 to 254, or 0 for a random one`);
   if (!o.server) {
     const m = /^nameserver\s+(\S+)/m.exec(fs.readFileSync('/etc/resolv.conf', 'utf8'));
     if (!m) throw new Error('no --server and no nameserver in /etc/resolv.conf');
@@ -51,7 +56,7 @@ async function main() {
   const o = parse(process.argv.slice(2));
   const r = new dns.Resolver(); // Node's defaults: a 5 s timeout, 4 tries
   r.setServers([o.server]);
-  const run = 1 + Math.floor(Math.random() * 254);
+  const run = o.run || 1 + Math.floor(Math.random() * 254);
   // A round: the named targets, then a never-seen name of each kind, as
   // `lrpdns probe` builds them.
   const makers = [];

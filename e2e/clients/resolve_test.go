@@ -72,8 +72,19 @@ func TestResolveJS(t *testing.T) {
 		t.Errorf("wrong answers: exit %d, report %+v; want every query failed as wrong", code, r)
 	}
 
+	// --run sets the number in the never-seen names.
+	before := len(s.Queries())
+	if r, code = resolve(t, "--server", s.Addr.String(), "--duration", "200ms", "--run", "7", "--fresh-external", "example.net=192.0.2.7"); code != 0 || r.Answers["fresh"] == 0 {
+		t.Errorf("--run 7: exit %d, report %+v", code, r)
+	}
+	for _, q := range s.Queries()[before:] {
+		if !strings.HasPrefix(q.Name, "r7-") {
+			t.Errorf("--run 7 asked %s, want r7-N.example.net.", q.Name)
+		}
+	}
+
 	// Bad arguments are refused, with exit code 2.
-	for _, args := range [][]string{{"--duration", "5x", "a"}, {"--bogus"}, {"--duration", "1s", "--inflight", "0", "a"}} {
+	for _, args := range [][]string{{"--duration", "5x", "a"}, {"--bogus"}, {"--duration", "1s", "--inflight", "0", "a"}, {"--duration", "1s", "--run", "255", "a"}} {
 		if _, code := resolve(t, args...); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}

@@ -106,8 +106,15 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	timeout := fs.Duration("timeout", 2*time.Second, "per-query timeout (a timeout is a failure)")
 	fresh := fs.String("fresh", "", "add a never-seen pod name under `SUFFIX` (e.g. default.pod.cluster.local) to each round, checked against the address it spells")
 	freshExternal := fs.String("fresh-external", "", "add a never-seen name under `SUFFIX[=WANT]` (e.g. example.com=198.51.100.53) to each round: an external cache miss")
+	run := fs.Int("run", 0, "the `N` (1-254) in the never-seen names (10-N-HI-LO., rN-I.), which keeps probes running side by side from asking each other's names; 0: a random one")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *run < 0 || *run > 254 {
+		return fmt.Errorf("probe: invalid --run %d: want 1 to 254, or 0 for a random one", *run)
+	}
+	if *run == 0 {
+		*run = rand.IntN(254) + 1 //nolint:gosec // not a secret: keeps runs' names apart
 	}
 	for _, a := range fs.Args() {
 		if strings.HasPrefix(a, "-") {
@@ -118,16 +125,15 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if (len(targets) == 0 && *fresh == "" && *freshExternal == "") || (*duration <= 0 && *count <= 0) {
 		return errors.New("probe: give NAME[=WANT]..., --fresh or --fresh-external, and --duration or --count")
 	}
-	run := rand.IntN(254) + 1 //nolint:gosec // not a secret: keeps runs' names apart
 	// Each round: the named targets, then the never-seen names.
 	var makers []func(n int) probeTarget
 	if *fresh != "" {
-		makers = append(makers, func(n int) probeTarget { return freshName(*fresh, run, n) })
+		makers = append(makers, func(n int) probeTarget { return freshName(*fresh, *run, n) })
 	}
 	if *freshExternal != "" {
 		suffix, want, _ := strings.Cut(*freshExternal, "=")
 		makers = append(makers, func(n int) probeTarget {
-			return probeTarget{name: dns.Fqdn(fmt.Sprintf("r%d-%d.%s", run, n, suffix)), want: want, fresh: true}
+			return probeTarget{name: dns.Fqdn(fmt.Sprintf("r%d-%d.%s", *run, n, suffix)), want: want, fresh: true}
 		})
 	}
 	round := len(targets) + len(makers)

@@ -120,6 +120,34 @@ func TestProbeFreshExternalNames(t *testing.T) {
 	}
 }
 
+// TestProbeRun: --run sets the number in every never-seen name, so probes
+// side by side never ask each other's names; out of range is refused with
+// the flag, the value and what is accepted.
+func TestProbeRun(t *testing.T) {
+	t.Parallel()
+	s := dnstest.StartTB(t, dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
+	args := []string{"probe", "--server", s.Addr.String(), "--count", "4", "--interval", "0s", "--run", "9",
+		"--fresh-external", "example.com=192.0.2.7", "a.example.org=192.0.2.7"}
+	if err := Run(context.Background(), args, io.Discard, io.Discard); err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	var fresh []string
+	for _, q := range s.Queries() {
+		if strings.HasSuffix(q.Name, ".example.com.") {
+			fresh = append(fresh, q.Name)
+		}
+	}
+	if want := []string{"r9-0.example.com.", "r9-1.example.com."}; !slices.Equal(fresh, want) {
+		t.Errorf("never-seen names %v, want %v", fresh, want)
+	}
+	for _, bad := range []string{"255", "-1"} {
+		err := Run(context.Background(), []string{"probe", "--count", "1", "--run", bad, "a.example.com"}, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "--run "+bad) || !strings.Contains(err.Error(), "1 to 254") {
+			t.Errorf("--run %s: error %v, want the flag, its value and the range", bad, err)
+		}
+	}
+}
+
 // TestProbeFlagAfterNames: the flag package stops at the first name, so a
 // flag after one would be asked as a name; the probe refuses it.
 func TestProbeFlagAfterNames(t *testing.T) {
