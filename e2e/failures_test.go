@@ -54,8 +54,8 @@ func fatal(t *testing.T, args ...any) {
 // place it happened has the whole of it.
 func recordFailure(t *testing.T, msg string) {
 	lines := strings.Split(msg, "\n")
-	if len(lines) > 4 {
-		lines = append(lines[:4], fmt.Sprintf("(%d more lines above)", len(lines)-4))
+	if len(lines) > 6 {
+		lines = append(lines[:6], fmt.Sprintf("(%d more lines above)", len(lines)-6))
 	}
 	for i, l := range lines {
 		if len(l) > 300 {

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -101,5 +102,41 @@ func TestRefusedInSwitch(t *testing.T) {
 		if refusedInSwitch(r) == "" {
 			t.Errorf("accepted %s: %q", name, r.Failures)
 		}
+	}
+}
+
+// TestJoinFlows: the later read adds only what came after the first's
+// last flow, so a flow in both reads is counted once.
+func TestJoinFlows(t *testing.T) {
+	at := time.Date(2026, 12, 6, 4, 37, 43, 0, time.UTC)
+	flow := func(sec int) *observerpb.GetFlowsResponse {
+		return &observerpb.GetFlowsResponse{ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: &flowpb.Flow{
+			Time: timestamppb.New(at.Add(time.Duration(sec) * time.Second)),
+		}}}
+	}
+	during := []*observerpb.GetFlowsResponse{flow(0), flow(2), flow(1)}
+	after := []*observerpb.GetFlowsResponse{flow(1), flow(2), flow(3), flow(9)}
+	var got []int
+	for _, r := range joinFlows(during, after) {
+		got = append(got, int(r.GetFlow().GetTime().AsTime().Sub(at)/time.Second))
+	}
+	if want := []int{0, 2, 1, 3, 9}; !slices.Equal(got, want) {
+		t.Errorf("joinFlows() seconds %v, want %v", got, want)
+	}
+	if n := len(joinFlows(nil, after)); n != len(after) {
+		t.Errorf("joinFlows(nil, after) has %d flows, want %d", n, len(after))
+	}
+}
+
+// TestNextRun: 254 clients in a row get 254 different run numbers, each
+// one a name's second label can carry (1 to 254).
+func TestNextRun(t *testing.T) {
+	seen := map[int]bool{}
+	for range 254 {
+		n := nextRun()
+		if n < 1 || n > 254 || seen[n] {
+			t.Fatalf("nextRun() = %d after %v", n, len(seen))
+		}
+		seen[n] = true
 	}
 }

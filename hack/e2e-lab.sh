@@ -516,7 +516,20 @@ install_packages
 start_time=$SECONDS
 build
 if [[ -d "$LAB" ]]; then log "removing a previous lab"; down; fi
-cleanup() { rc=$?; if [[ -z "${KEEP:-}" ]]; then down; fi; log "done in $((SECONDS - start_time))s, exit $rc"; exit $rc; }
+# digest prints, after a failed suite, what the caches and Cilium's DNS
+# proxy logged as errors, by kind, the latest first: a failed
+# query's SERVFAIL or timeout named by the part that gave it, on the few
+# lines CI keeps.
+digest() {
+  local logs=("$LAB"/nodes/*/node/pods/*/node-cache.log)
+  [[ -f "${logs[0]}" ]] || return 0
+  log "node-cache errors (count, first, last, kind):"
+  grep -h '\[ERROR\]' "${logs[@]}" | sed -E 's/^[0-9/]+ ([0-9:]+) \[ERROR\] plugin\/errors: [0-9]+ [^ ]+ ([A-Z]+):/\1 \2:/; s/ (udp|tcp) [^ ]+->/ \1 ->/' |
+    awk '{t=$1; $1=""; k=substr($0,2); n[k]++; if(!(k in f)) f[k]=t; l[k]=t} END {for (k in n) printf "  %d %s %s %s\n", n[k], f[k], l[k], substr(k,1,160)}' |
+    sort -r -k3 | head -8 >&2
+  log "Cilium DNS proxy: $(cat "$LAB"/logs/cilium-agent-wrapper-*.log 2>/dev/null | grep -c 'Cannot forward proxied DNS lookup') SERVFAIL sent for a failed forward, $(cat "$LAB"/logs/cilium-agent-wrapper-*.log 2>/dev/null | grep -c 'Timeout waiting for response to forwarded') queries left unanswered"
+}
+cleanup() { rc=$?; if [[ $rc -ne 0 && -d "$LAB" ]]; then digest || true; fi; if [[ -z "${KEEP:-}" ]]; then down; fi; log "done in $((SECONDS - start_time))s, exit $rc"; exit $rc; }
 trap cleanup EXIT
 up
 deploy
