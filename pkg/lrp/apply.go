@@ -3,6 +3,7 @@ package lrp
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -40,7 +41,10 @@ const (
 // every running cache forwards cluster names to (the kubelet put it in their
 // environment at start), so a Service that went away is re-created on the
 // same ClusterIPs. A positive wait: nothing was written, ask again then.
-func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, want *corev1.Service) (_ *corev1.Service, wait time.Duration, _ error) {
+//
+// redirecting says the kube-dns redirect exists: caches have been serving
+// with the Service (the redirect waits for its endpoints).
+func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, want *corev1.Service, redirecting bool) (_ *corev1.Service, wait time.Duration, _ error) {
 	cur := &corev1.Service{}
 	err := r.Client.Get(ctx, r.key(want.Name), cur)
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -93,12 +97,35 @@ func (r *Reconciler) applyUpstream(ctx context.Context, ds *appsv1.DaemonSet, wa
 			"could not re-create Service %s on its previous address %s for %s (%v): it gets a new one, and caches started before forward cluster names to the old address until they restart (kubectl -n %s rollout restart daemonset %s)",
 			want.Name, strings.Join(r.upstreamIPs, ","), pinPatience, err, ds.Namespace, ds.Name)
 	}
+	if len(r.upstreamIPs) == 0 && redirecting {
+		r.Events.Eventf(ds, want, corev1.EventTypeWarning, ReasonUpstreamAddress, "Create",
+			"Service %s is gone and its address was not recorded on the redirect %s: it gets a new one, and caches started before forward cluster names to the old address until they restart (kubectl -n %s rollout restart daemonset %s)",
+			want.Name, r.Names.Policy, ds.Namespace, ds.Name)
+	}
 	if err := r.apply(ctx, want); err != nil {
 		return nil, 0, err
 	}
 	r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonCreated, "Create", "created Service %s for the cache's cluster-domain forwards", want.Name)
 	logf.FromContext(ctx).Info("created upstream Service", "service", klog.KObj(want))
 	return nil, 0, nil // a new Service: its endpoints are not known yet
+}
+
+// recordedUpstreamIPs are the kube-dns-upstream addresses the kube-dns
+// redirect p records, if every one is an IP address; a hand-edited value
+// that is not is left alone (and overwritten once the Service is seen).
+func recordedUpstreamIPs(ctx context.Context, p *ciliumv2.CiliumLocalRedirectPolicy) []string {
+	if p == nil || p.Annotations[UpstreamIPsAnnotation] == "" {
+		return nil
+	}
+	v := p.Annotations[UpstreamIPsAnnotation]
+	ips := strings.Split(v, ",")
+	for _, ip := range ips {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			logf.FromContext(ctx).Info("ignoring the recorded upstream addresses: not IP addresses", "policy", klog.KObj(p), "annotation", UpstreamIPsAnnotation, "value", v)
+			return nil
+		}
+	}
+	return ips
 }
 
 // apply writes obj with server-side apply as FieldOwner, taking over fields

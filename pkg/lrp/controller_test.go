@@ -361,6 +361,57 @@ func TestUpstreamRecreatedOnItsAddress(t *testing.T) {
 	}
 }
 
+// TestUpstreamAddressOutlivesTheController: a controller that starts while
+// kube-dns-upstream is gone (a restart, a new leader) re-creates it on the
+// address the redirect recorded, the one the running caches forward to; a
+// recorded value that is not an address is not used: the Service gets a
+// new address, with a Warning that the ready caches need a restart.
+func TestUpstreamAddressOutlivesTheController(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.startController(s.cfg)
+	up, err := waitFor(s, func() (*corev1.Service, error) { return s.upstream() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := func(ips []string) func(*ciliumv2.CiliumLocalRedirectPolicy) bool {
+		return func(p *ciliumv2.CiliumLocalRedirectPolicy) bool {
+			return p.Annotations[UpstreamIPsAnnotation] == strings.Join(ips, ",")
+		}
+	}
+	s.waitPolicy(recorded(up.Spec.ClusterIPs))
+	s.stopController()
+	up = s.deleteUpstream(1, up, func(*corev1.Service) { s.startController(s.cfg) })
+	s.eventually("an Event naming the previous address", func() bool {
+		return strings.Contains(strings.Join(s.events(ReasonCreated), "\n"), "on its previous address "+up.Spec.ClusterIP)
+	})
+
+	s.stopController()
+	p := s.waitPolicy(nil)
+	p.Annotations[UpstreamIPsAnnotation] = "10.96.0.1;rm -rf"
+	if err := s.c.Update(s.ctx(), p); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.c.Delete(s.ctx(), up); err != nil {
+		t.Fatal(err)
+	}
+	s.startController(s.cfg)
+	up2, err := waitFor(s, func() (*corev1.Service, error) {
+		u, err := s.upstream()
+		if err == nil && u.UID == up.UID {
+			return nil, fmt.Errorf("not deleted yet")
+		}
+		return u, err
+	})
+	if err != nil {
+		t.Fatalf("upstream Service not re-created: %v", err)
+	}
+	s.eventually("a Warning that the caches need a restart", func() bool {
+		return strings.Contains(strings.Join(s.events(ReasonUpstreamAddress), "\n"), "rollout restart daemonset")
+	})
+	s.waitPolicy(recorded(up2.Spec.ClusterIPs))
+}
+
 // TestDualStackUpstreamRecreatedOnItsAddresses: on a dual-stack API
 // server, kube-dns-upstream deleted by hand comes back on both its
 // addresses, each time within the wait, even when one family's address is

@@ -155,9 +155,18 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	current, wait, err := r.applyUpstream(ctx, ds, upstream)
+	if len(r.upstreamIPs) == 0 {
+		r.upstreamIPs = recordedUpstreamIPs(ctx, cur)
+	}
+	current, wait, err := r.applyUpstream(ctx, ds, upstream, cur != nil)
 	if err != nil || wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, err
+	}
+	if len(r.upstreamIPs) > 0 {
+		if policies[0].Annotations == nil {
+			policies[0].Annotations = map[string]string{}
+		}
+		policies[0].Annotations[UpstreamIPsAnnotation] = strings.Join(r.upstreamIPs, ",")
 	}
 
 	check := r.checkCilium(ctx, ds)
@@ -278,9 +287,15 @@ func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur
 		log.Info("created CiliumLocalRedirectPolicy", "policy", klog.KObj(want))
 		return 0, nil
 	}
-	if cur.Spec.Description != want.Spec.Description || metadataDrifted(&cur.ObjectMeta, &want.ObjectMeta) {
+	drifted := cur.Spec.Description != want.Spec.Description || metadataDrifted(&cur.ObjectMeta, &want.ObjectMeta)
+	ips := want.Annotations[UpstreamIPsAnnotation]
+	if drifted || ips != "" && cur.Annotations[UpstreamIPsAnnotation] != ips {
 		if err := r.apply(ctx, want); err != nil {
 			return 0, err
+		}
+		if !drifted {
+			log.Info("recorded the upstream Service's addresses on the policy", "policy", klog.KObj(want), "clusterIPs", ips)
+			return 0, nil
 		}
 		r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonRepaired, "Update", "restored the managed labels, owner reference or description of %s", want.Name)
 		log.Info("repaired CiliumLocalRedirectPolicy metadata", "policy", klog.KObj(want))
