@@ -396,16 +396,7 @@ func TestUpstreamAddressOutlivesTheController(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.startController(s.cfg)
-	up2, err := waitFor(s, func() (*corev1.Service, error) {
-		u, err := s.upstream()
-		if err == nil && u.UID == up.UID {
-			return nil, fmt.Errorf("not deleted yet")
-		}
-		return u, err
-	})
-	if err != nil {
-		t.Fatalf("upstream Service not re-created: %v", err)
-	}
+	up2 := s.recreatedUpstream(2, up)
 	s.eventually("a Warning that the caches need a restart", func() bool {
 		return strings.Contains(strings.Join(s.events(ReasonUpstreamAddress), "\n"), "rollout restart daemonset")
 	})
@@ -490,6 +481,16 @@ func (s *scenario) deleteUpstream(n int, up *corev1.Service, then func(*corev1.S
 	if then != nil {
 		then(up)
 	}
+	up2 := s.recreatedUpstream(n, up)
+	if diff := cmp.Diff(up.Spec.ClusterIPs, up2.Spec.ClusterIPs); diff != "" {
+		s.t.Errorf("deletion %d: re-created ClusterIPs (-before +after):\n%s", n, diff)
+	}
+	return up2
+}
+
+// recreatedUpstream waits for the upstream Service that replaces up.
+func (s *scenario) recreatedUpstream(n int, up *corev1.Service) *corev1.Service {
+	s.t.Helper()
 	up2, err := waitFor(s, func() (*corev1.Service, error) {
 		u, err := s.upstream()
 		if err == nil && u.UID == up.UID {
@@ -499,9 +500,6 @@ func (s *scenario) deleteUpstream(n int, up *corev1.Service, then func(*corev1.S
 	})
 	if err != nil {
 		s.t.Fatalf("deletion %d: upstream Service not re-created within 20 s: %v", n, err)
-	}
-	if diff := cmp.Diff(up.Spec.ClusterIPs, up2.Spec.ClusterIPs); diff != "" {
-		s.t.Errorf("deletion %d: re-created ClusterIPs (-before +after):\n%s", n, diff)
 	}
 	return up2
 }
