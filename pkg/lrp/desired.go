@@ -22,9 +22,9 @@ const (
 	ManagedByValue = "lrpdns"
 )
 
-// UpstreamIPsAnnotation, on the kube-dns redirect, keeps the addresses of
-// kube-dns-upstream, which the running caches forward cluster names to: a
-// controller that starts while that Service is gone (a restart, a new
+// UpstreamIPsAnnotation is the kube-dns redirect's record of the addresses
+// of kube-dns-upstream, which the running caches forward cluster names to:
+// a controller that starts while that Service is gone (a restart, a new
 // leader) re-creates it on them, as the one that saw it would.
 const UpstreamIPsAnnotation = "lrpdns.io/upstream-cluster-ips"
 
