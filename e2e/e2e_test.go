@@ -269,6 +269,78 @@ func refusedInSwitch(r probeResult) string {
 	return ""
 }
 
+// proxyUnanswered says why r's failures are not all queries that Cilium's
+// DNS proxy, on the cache's way upstream (the lab's DNS visibility policy),
+// forwarded and never got an answer for, or "" when they are: at most 3,
+// every one listed, no wrong answer, each a timeout whose name the agent
+// logged with "Timeout waiting for response to forwarded proxied DNS
+// lookup" (the proxy waits 10 s; the client gave up at 2 s, before the
+// cache's forward tried again).
+func proxyUnanswered(r probeResult, agentLogs string) string {
+	if r.Wrong > 0 {
+		return fmt.Sprintf("%d wrong answers", r.Wrong)
+	}
+	if r.Failed > len(r.Failures) || r.Failed > 3 {
+		return fmt.Sprintf("%d failed, %d listed (at most 3)", r.Failed, len(r.Failures))
+	}
+	unanswered := map[string]bool{}
+	for _, m := range proxyTimeout.FindAllStringSubmatch(agentLogs, -1) {
+		unanswered[dns.Fqdn(strings.ToLower(m[1]))] = true
+	}
+	for _, f := range r.Failures {
+		name := failedName(f)
+		if !strings.Contains(strings.ToLower(f), "timeout") || name == "" || !unanswered[name] {
+			return fmt.Sprintf("not a timeout the DNS proxy logged: %q", f)
+		}
+	}
+	return ""
+}
+
+var proxyTimeout = regexp.MustCompile(`Timeout waiting for response to forwarded proxied DNS lookup.* dnsName=(\S+)`)
+
+// failedName is the name in a client's failure line ("<time> NAME: why"),
+// fully qualified and lower case, or "".
+func failedName(f string) string {
+	loc := timeOfDay.FindStringIndex(f)
+	if loc == nil {
+		return ""
+	}
+	name, _, ok := strings.Cut(strings.TrimLeft(f[loc[1]:], " "), ": ")
+	if !ok || name == "" || strings.ContainsAny(name, " \t") {
+		return ""
+	}
+	return dns.Fqdn(strings.ToLower(name))
+}
+
+// agentLogs is what the Cilium agents logged (LRPDNS_E2E_CILIUM_LOGS, a
+// glob; the lab sets it), read once the proxy's 10 s wait for r's last
+// timeout is over; "" where there is none.
+func (s *suite) agentLogs(r probeResult) string {
+	glob := os.Getenv("LRPDNS_E2E_CILIUM_LOGS")
+	if glob == "" {
+		return ""
+	}
+	var last time.Duration
+	for _, f := range r.Failures {
+		if at, ok := sentAt(f); ok && at > last {
+			last = at
+		}
+	}
+	now := time.Now().UTC()
+	sinceMidnight := now.Sub(now.Truncate(24 * time.Hour))
+	if wait := last + 11*time.Second - sinceMidnight; wait > 0 && wait < time.Minute {
+		time.Sleep(wait)
+	}
+	files, _ := filepath.Glob(glob)
+	var b strings.Builder
+	for _, f := range files {
+		if data, err := os.ReadFile(f); err == nil { //nolint:gosec // the lab's own log files
+			b.Write(data)
+		}
+	}
+	return b.String()
+}
+
 // pinnedToClassic says why a client of kind loses queries by design in a
 // scenario, or "": a kept UDP socket connected to classic NodeLocal
 // DNSCache's address before lrpdns's address policy existed was not
@@ -514,6 +586,13 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 			// Measured, not required: docs/lab.md gives the figures.
 			if not := refusedInSwitch(r); not == "" {
 				t.Logf("%s (%s): %d refused within 100 ms, per-packet load balancing without a backend for a moment: %q", scenario, r.Client, r.Failed, r.Failures)
+				continue
+			}
+		}
+		if r.Failed > 0 && r.Sent >= kinds[i].minSent {
+			// Measured, not required: docs/lab.md gives the figures.
+			if not := proxyUnanswered(r, s.agentLogs(r)); not == "" {
+				t.Logf("%s (%s): %d timed out, each a query Cilium's DNS proxy forwarded upstream and logged as never answered: %q", scenario, r.Client, r.Failed, r.Failures)
 				continue
 			}
 		}

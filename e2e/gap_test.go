@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,5 +139,34 @@ func TestNextRun(t *testing.T) {
 			t.Fatalf("nextRun() = %d after %v", n, len(seen))
 		}
 		seen[n] = true
+	}
+}
+
+// TestProxyUnanswered: a timeout passes as Cilium's DNS proxy's only when
+// the agent logged that very name as never answered (the lines of the
+// dual-stack lab run that found it); a timeout for another name, a refusal,
+// a wrong answer or too many do not.
+func TestProxyUnanswered(t *testing.T) {
+	logs := `time=2026-12-06T06:52:35.965258708Z level=warn msg="Timeout waiting for response to forwarded proxied DNS lookup" module=agent.controlplane.fqdn.dns-proxy ipAddr=10.244.0.130:32814 DNSRequestID=54630 dnsName=r44-310.example.com. endpointID=3314 identity=25619 error="read udp 10.99.0.2:55863->10.99.0.1:53: i/o timeout"`
+	lab := "Dec  6 06:52:25.963236 r44-310.example.com.: read udp 10.244.0.173:58553->10.96.0.10:53: i/o timeout"
+	if why := proxyUnanswered(probeResult{Failed: 1, Failures: []string{lab}}, logs); why != "" {
+		t.Errorf("the lab's failure: %s", why)
+	}
+	for _, r := range []probeResult{
+		{Failed: 1, Failures: []string{strings.Replace(lab, "r44-310", "r44-311", 1)}},
+		{Failed: 1, Failures: []string{strings.Replace(lab, "i/o timeout", "connection refused", 1)}},
+		{Failed: 1, Wrong: 1, Failures: []string{lab}},
+		{Failed: 2, Failures: []string{lab}},
+		{Failed: 4, Failures: []string{lab, lab, lab, lab}},
+	} {
+		if proxyUnanswered(r, logs) == "" {
+			t.Errorf("accepted %+v", r)
+		}
+	}
+	if proxyUnanswered(probeResult{Failed: 1, Failures: []string{lab}}, "") == "" {
+		t.Error("accepted a timeout with no agent log")
+	}
+	if got := failedName("06:52:25.963 R44-310.Example.com: getent exit 2"); got != "r44-310.example.com." {
+		t.Errorf("failedName(glibc line) = %q", got)
 	}
 }

@@ -468,7 +468,7 @@ suite() {
   LRPDNS_E2E_KUBE_DNS_SERVICE="$KUBE_DNS_SERVICE" LRPDNS_E2E_PATH="$BIN:$CILIUM_BIN" LRPDNS_E2E_DUAL_STACK="$DUAL_STACK" \
   LRPDNS_E2E_MIGRATE_FROM="$migrate_from" LRPDNS_E2E_DAEMONSET="$daemonset" LRPDNS_E2E_UPSTREAM_SERVICE="$upstream" \
   LRPDNS_E2E_SUITE="$LAB_SUITE" LRPDNS_E2E_HELM="$HELM" LRPDNS_E2E_NETWORK_POLICY="$([[ "$LAB_POLICY" != off ]] && echo 1)" \
-  LRPDNS_E2E_CLIENT_POLICY="$([[ "$LAB_POLICY" == clients ]] && echo 1)" \
+  LRPDNS_E2E_CLIENT_POLICY="$([[ "$LAB_POLICY" == clients ]] && echo 1)" LRPDNS_E2E_CILIUM_LOGS="$LAB/logs/cilium-agent-wrapper-*.log" \
   LRPDNS_E2E_HELM_CHART="$([[ "$LAB_INSTALL" == helm ]] && echo "$REPO_ROOT/charts/lrpdns")" \
   LRPDNS_E2E_HELM_VALUES="$([[ "$LAB_INSTALL" == helm ]] && echo "$HELM_VALUES")" \
   LRPDNS_E2E_MANIFEST="$([[ "$LAB_INSTALL" == yaml ]] && echo "$REPO_ROOT/manifests/install.yaml")" \
