@@ -355,24 +355,18 @@ type serverCounts struct {
 	requests, responses map[string]float64 // by labels but server
 }
 
-func serverLabels(t *testing.T) map[string]bool {
+// serverLabels is every server's counters now, for counters to subtract:
+// a server of an earlier test in this process may have had the port, so
+// its label, of one started since.
+func serverLabels(t *testing.T) map[string]*serverCounts {
 	t.Helper()
-	seen := map[string]bool{}
-	for _, f := range gather(t) {
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "server" {
-					seen[l.GetValue()] = true
-				}
-			}
-		}
-	}
-	return seen
+	return counters(t, nil)
 }
 
 // counters reads, from the process's registry, the request, response,
-// hot-hit and prefetch counters of each server not in before.
-func counters(t *testing.T, before map[string]bool) map[string]*serverCounts {
+// hot-hit and prefetch counters of each server, less what before had;
+// servers whose counters did not change are left out.
+func counters(t *testing.T, before map[string]*serverCounts) map[string]*serverCounts {
 	t.Helper()
 	out := map[string]*serverCounts{}
 	for _, f := range gather(t) {
@@ -392,9 +386,6 @@ func counters(t *testing.T, before map[string]bool) map[string]*serverCounts {
 					rest = append(rest, l.GetName()+"="+l.GetValue())
 				}
 			}
-			if before[server] {
-				continue
-			}
 			c := out[server]
 			if c == nil {
 				c = &serverCounts{requests: map[string]float64{}, responses: map[string]float64{}}
@@ -411,6 +402,30 @@ func counters(t *testing.T, before map[string]bool) map[string]*serverCounts {
 			default:
 				c.responses[strings.Join(rest, ",")] += v
 			}
+		}
+	}
+	for server, c := range out {
+		b := before[server]
+		if b == nil {
+			continue
+		}
+		c.hot -= b.hot
+		c.prefetch -= b.prefetch
+		changed := c.hot != 0 || c.prefetch != 0
+		for _, m := range []struct{ now, then map[string]float64 }{{c.requests, b.requests}, {c.responses, b.responses}} {
+			for k, v := range m.then {
+				m.now[k] -= v
+			}
+			for k, v := range m.now {
+				if v == 0 {
+					delete(m.now, k)
+				} else {
+					changed = true
+				}
+			}
+		}
+		if !changed {
+			delete(out, server)
 		}
 	}
 	return out
