@@ -194,17 +194,10 @@ var timeOfDay = regexp.MustCompile(`(\d{2}):(\d{2}):(\d{2})\.(\d+)`)
 // wrong answer, and each is a cluster-domain name sent between from and to
 // (time of day, UTC).
 func failuresInGap(r probeResult, from, to time.Time) string {
-	if r.Wrong > 0 {
-		return fmt.Sprintf("%d wrong answers", r.Wrong)
+	if not := listedFew(r, 0); not != "" {
+		return not
 	}
-	if r.Failed > len(r.Failures) {
-		return fmt.Sprintf("%d failed, %d listed", r.Failed, len(r.Failures))
-	}
-	day := func(t time.Time) time.Duration {
-		t = t.UTC()
-		return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute + time.Duration(t.Second())*time.Second + time.Duration(t.Nanosecond())
-	}
-	lo, hi := day(from), day(to)
+	lo, hi := clock(from), clock(to)
 	for _, f := range r.Failures {
 		at, ok := sentAt(f)
 		if !ok {
@@ -218,6 +211,28 @@ func failuresInGap(r probeResult, from, to time.Time) string {
 		}
 	}
 	return ""
+}
+
+// listedFew says why r's failures cannot be judged one by one, or "":
+// none is a wrong answer, r lists every failure it counted, and there are
+// at most most of them (0: any number).
+func listedFew(r probeResult, most int) string {
+	if r.Wrong > 0 {
+		return fmt.Sprintf("%d wrong answers", r.Wrong)
+	}
+	if most > 0 && (r.Failed > len(r.Failures) || r.Failed > most) {
+		return fmt.Sprintf("%d failed, %d listed (at most %d)", r.Failed, len(r.Failures), most)
+	}
+	if r.Failed > len(r.Failures) {
+		return fmt.Sprintf("%d failed, %d listed", r.Failed, len(r.Failures))
+	}
+	return ""
+}
+
+// clock is t's time of day in UTC, as sentAt gives a failure's.
+func clock(t time.Time) time.Duration {
+	t = t.UTC()
+	return t.Sub(time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC))
 }
 
 // sentAt is the time of day (UTC) a failure line gives.
@@ -241,11 +256,8 @@ func sentAt(f string) (time.Duration, bool) {
 // redirect's backends changed (rollout, uninstall): packets of that moment
 // leave untranslated for the ClusterIP and come back refused (docs/lab.md).
 func refusedInSwitch(r probeResult) string {
-	if r.Wrong > 0 {
-		return fmt.Sprintf("%d wrong answers", r.Wrong)
-	}
-	if r.Failed > len(r.Failures) || r.Failed > 5 {
-		return fmt.Sprintf("%d failed, %d listed (at most 5)", r.Failed, len(r.Failures))
+	if not := listedFew(r, 5); not != "" {
+		return not
 	}
 	var first, last time.Duration
 	for i, f := range r.Failures {
@@ -275,21 +287,23 @@ func refusedInSwitch(r probeResult) string {
 // every one listed, no wrong answer, each a timeout whose name the agent
 // logged with "Timeout waiting for response to forwarded proxied DNS
 // lookup" (the proxy waits 10 s; the client gave up at 2 s, before the
-// cache's forward tried again).
-func proxyUnanswered(r probeResult, agentLogs string) string {
-	if r.Wrong > 0 {
-		return fmt.Sprintf("%d wrong answers", r.Wrong)
+// cache's forward tried again). agentLogs is read only when every failure
+// is a timeout.
+func proxyUnanswered(r probeResult, agentLogs func() string) string {
+	if not := listedFew(r, 3); not != "" {
+		return not
 	}
-	if r.Failed > len(r.Failures) || r.Failed > 3 {
-		return fmt.Sprintf("%d failed, %d listed (at most 3)", r.Failed, len(r.Failures))
+	for _, f := range r.Failures {
+		if !strings.Contains(strings.ToLower(f), "timeout") || failedName(f) == "" {
+			return fmt.Sprintf("not a timeout of a named query: %q", f)
+		}
 	}
 	unanswered := map[string]bool{}
-	for _, m := range proxyTimeout.FindAllStringSubmatch(agentLogs, -1) {
+	for _, m := range proxyTimeout.FindAllStringSubmatch(agentLogs(), -1) {
 		unanswered[dns.Fqdn(strings.ToLower(m[1]))] = true
 	}
 	for _, f := range r.Failures {
-		name := failedName(f)
-		if !strings.Contains(strings.ToLower(f), "timeout") || name == "" || !unanswered[name] {
+		if !unanswered[failedName(f)] {
 			return fmt.Sprintf("not a timeout the DNS proxy logged: %q", f)
 		}
 	}
@@ -326,9 +340,7 @@ func (s *suite) agentLogs(r probeResult) string {
 			last = at
 		}
 	}
-	now := time.Now().UTC()
-	sinceMidnight := now.Sub(now.Truncate(24 * time.Hour))
-	if wait := last + 11*time.Second - sinceMidnight; wait > 0 && wait < time.Minute {
+	if wait := last + 11*time.Second - clock(time.Now()); wait > 0 && wait < time.Minute {
 		time.Sleep(wait)
 	}
 	files, _ := filepath.Glob(glob)
@@ -591,7 +603,7 @@ func (s *suite) underLoad(t *testing.T, scenario string, d time.Duration, action
 		}
 		if r.Failed > 0 && r.Sent >= kinds[i].minSent {
 			// Measured, not required: docs/lab.md gives the figures.
-			if not := proxyUnanswered(r, s.agentLogs(r)); not == "" {
+			if not := proxyUnanswered(r, func() string { return s.agentLogs(r) }); not == "" {
 				t.Logf("%s (%s): %d timed out, each a query Cilium's DNS proxy forwarded upstream and logged as never answered: %q", scenario, r.Client, r.Failed, r.Failures)
 				continue
 			}

@@ -149,7 +149,7 @@ func TestNextRun(t *testing.T) {
 func TestProxyUnanswered(t *testing.T) {
 	logs := `time=2026-12-06T06:52:35.965258708Z level=warn msg="Timeout waiting for response to forwarded proxied DNS lookup" module=agent.controlplane.fqdn.dns-proxy ipAddr=10.244.0.130:32814 DNSRequestID=54630 dnsName=r44-310.example.com. endpointID=3314 identity=25619 error="read udp 10.99.0.2:55863->10.99.0.1:53: i/o timeout"`
 	lab := "Dec  6 06:52:25.963236 r44-310.example.com.: read udp 10.244.0.173:58553->10.96.0.10:53: i/o timeout"
-	if why := proxyUnanswered(probeResult{Failed: 1, Failures: []string{lab}}, logs); why != "" {
+	if why := proxyUnanswered(probeResult{Failed: 1, Failures: []string{lab}}, func() string { return logs }); why != "" {
 		t.Errorf("the lab's failure: %s", why)
 	}
 	for _, r := range []probeResult{
@@ -159,11 +159,15 @@ func TestProxyUnanswered(t *testing.T) {
 		{Failed: 2, Failures: []string{lab}},
 		{Failed: 4, Failures: []string{lab, lab, lab, lab}},
 	} {
-		if proxyUnanswered(r, logs) == "" {
+		if proxyUnanswered(r, func() string { return logs }) == "" {
 			t.Errorf("accepted %+v", r)
 		}
 	}
-	if proxyUnanswered(probeResult{Failed: 1, Failures: []string{lab}}, "") == "" {
+	refused := probeResult{Failed: 1, Failures: []string{strings.Replace(lab, "i/o timeout", "connection refused", 1)}}
+	if proxyUnanswered(refused, func() string { t.Error("read the agent logs for a refusal"); return logs }) == "" {
+		t.Error("accepted a refusal")
+	}
+	if proxyUnanswered(probeResult{Failed: 1, Failures: []string{lab}}, func() string { return "" }) == "" {
 		t.Error("accepted a timeout with no agent log")
 	}
 	if got := failedName("06:52:25.963 R44-310.Example.com: getent exit 2"); got != "r44-310.example.com." {
