@@ -284,7 +284,7 @@ func TestHotPathAnswersAsTheChain(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	before := serverLabels(t)
+	before := counters(t, nil)
 	hot, chain := hotPair(t, startZoo(t))
 	hc, cc := dialBoth(t, hot), dialBoth(t, chain)
 	const n = 6000
@@ -355,17 +355,12 @@ type serverCounts struct {
 	requests, responses map[string]float64 // by labels but server
 }
 
-// serverLabels is every server's counters now, for counters to subtract:
-// a server of an earlier test in this process may have had the port, so
-// its label, of one started since.
-func serverLabels(t *testing.T) map[string]*serverCounts {
-	t.Helper()
-	return counters(t, nil)
-}
-
 // counters reads, from the process's registry, the request, response,
-// hot-hit and prefetch counters of each server, less what before had;
-// servers whose counters did not change are left out.
+// hot-hit and prefetch counters of each server, less what before (an
+// earlier counters(t, nil)) had; servers whose counters did not change are
+// left out. Subtracting, not skipping servers seen before: a server of an
+// earlier test in this process may have had the port, so the label, of
+// one started since.
 func counters(t *testing.T, before map[string]*serverCounts) map[string]*serverCounts {
 	t.Helper()
 	out := map[string]*serverCounts{}
@@ -445,7 +440,7 @@ func gather(t *testing.T) []*dto.MetricFamily {
 // the cache prefetches the name as often with the hot path as without,
 // and no answer has a TTL outside 1..5.
 func TestHotPathKeepsPrefetch(t *testing.T) {
-	before := serverLabels(t)
+	before := counters(t, nil)
 	var hs []*harness
 	for _, hotPath := range []bool{true, false} {
 		hs = append(hs, newHarness(t, func(h *harness) {
