@@ -8,7 +8,7 @@ out="$LRPDNS_CACHE/helm-$HELM_VERSION/helm"
 if [[ ! -x "$out" ]]; then
   echo "helm-bin: building helm $HELM_VERSION" >&2
   mkdir -p "$(dirname "$out")"
-  GOBIN="$(dirname "$out")/.gobin" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  GOBIN="$(dirname "$out")/.gobin" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "helm.sh/helm/${HELM_VERSION%%.*}/cmd/helm@$HELM_VERSION"
   mv "$(dirname "$out")/.gobin/helm" "$out"
   rmdir "$(dirname "$out")/.gobin"
 fi
