@@ -36,8 +36,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runVerify(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "probe":
 		err = runProbe(ctx, args[1:], stdout, stderr)
-	case "version":
-		_, err = fmt.Fprintln(stdout, version.Version)
+	case "version", "--version":
+		_, err = fmt.Fprintln(stdout, version.String("lrpdns"))
 	case "-h", "--help", "help":
 		_, err = fmt.Fprint(stdout, usage)
 	default:

@@ -8,19 +8,26 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/lrpdns/lrpdns/internal/version"
 	"github.com/lrpdns/lrpdns/pkg/nodecache"
 )
 
 // Run is the node-cache command: `node-cache [flags]` serves until ctx ends;
-// `node-cache render [flags]` prints the Corefile it would serve.
+// `node-cache render [flags]` prints the Corefile it would serve;
+// `node-cache --version` prints the version.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	name := "node-cache"
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
+		_, err := fmt.Fprintln(stdout, version.String(name))
+		return err
+	}
 	render := len(args) > 0 && args[0] == "render"
 	if render {
 		name, args = "node-cache render", args[1:]
