@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds stock CoreDNS (all upstream plugins, coremain) at the version go.mod
-# pins, into the cache outside the clone, and prints its path. The benchmark
-# compares against it; the lab runs it as kube-dns.
+# pins (or another: hack/coredns-bin.sh v1.14.2), into the cache outside the
+# clone, and prints its path. The benchmark compares against it; the lab runs
+# it as kube-dns; make e2e's kind node image carries the version kubeadm
+# deploys.
 set -o errexit -o nounset -o pipefail
 source "$(dirname "$0")/lib.sh"
+COREDNS_VERSION=${1:-$COREDNS_VERSION}
 out="$LRPDNS_CACHE/coredns-$COREDNS_VERSION/coredns"
 if [[ ! -x "$out" ]]; then
   work="$LRPDNS_CACHE/build/coredns-$COREDNS_VERSION"

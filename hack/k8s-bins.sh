@@ -6,6 +6,7 @@
 #   hack/k8s-bins.sh            # kube-apiserver + etcd
 #   hack/k8s-bins.sh --all      # also kube-controller-manager + kube-scheduler
 #   hack/k8s-bins.sh --kubectl  # also kubectl
+#   hack/k8s-bins.sh --node     # also kubelet and kubeadm (make e2e's kind node image)
 set -o errexit -o nounset -o pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.4}
@@ -22,6 +23,7 @@ for arg in "$@"; do
   case "$arg" in
     --all) want+=(kube-controller-manager kube-scheduler) ;;
     --kubectl) want+=(kubectl) ;;
+    --node) want+=(kubelet kubeadm) ;;
     *) echo "k8s-bins: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -61,7 +63,9 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubeadm"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
 
@@ -93,7 +97,12 @@ for b in "${missing[@]}"; do
   if [[ "$b" == etcd ]]; then
     (cd "$WORK/etcd" && go mod tidy >&2 && go build -trimpath -ldflags "-s -w" -o "$OUT/etcd.tmp" .)
   else
-    grep -q kubectl "$WORK/k8s/go.sum" 2>/dev/null || (cd "$WORK/k8s" && go mod tidy -e >&2)
+    # Tidy once per set of commands (tools.go).
+    tidied=$(sha256sum "$WORK/k8s/tools.go" | cut -c1-16)
+    if [[ "$(cat "$WORK/k8s/.tidied" 2>/dev/null)" != "$tidied" ]]; then
+      (cd "$WORK/k8s" && go mod tidy -e >&2)
+      echo "$tidied" > "$WORK/k8s/.tidied"
+    fi
     (cd "$WORK/k8s" && go build -trimpath -ldflags "$ldflags" -o "$OUT/$b.tmp" "k8s.io/kubernetes/cmd/$b")
   fi
   mv "$OUT/$b.tmp" "$OUT/$b"
