@@ -2,7 +2,7 @@
 //
 //	lab-node run ...       the node agent (a small kubelet), see package node
 //	lab-node exec ... -- CMD   run CMD in a pod, as kubectl exec would
-//	lab-node resolver ...  the node's resolver: answers every A query
+//	lab-node resolver ...  the node's resolver (package noderesolver)
 //	lab-node config-dir --configmap FILE --dir DIR   a ConfigMap's keys as files
 package main
 
@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -22,11 +21,11 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/miekg/dns"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/lrpdns/lrpdns/e2e/lab/node"
+	"github.com/lrpdns/lrpdns/e2e/noderesolver"
 )
 
 func main() {
@@ -130,41 +129,17 @@ func run(ctx context.Context, args []string) error {
 		return node.ConfigDir(*file, *dir)
 	case "resolver":
 		listen := fs.String("listen", "", "ADDR:PORT, UDP and TCP")
-		answer := fs.String("answer", "198.51.100.53", "the A record for every name")
+		zone := fs.String("zone", "example.com", "the `DOMAIN` answered: a name whose first label spells an address (10-1-2-3) gets it, others --answer; names outside are NXDOMAIN")
+		answer := fs.String("answer", "198.51.100.53", "the A record for names in the zone that spell no address")
 		refuse := fs.String("refuse", "cluster.local", "answer REFUSED for names in this `DOMAIN`: a node resolver knows no cluster names, so a misrouted query fails")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		return resolver(ctx, *listen, netip.MustParseAddr(*answer), *refuse)
+		a, err := netip.ParseAddr(*answer)
+		if err != nil {
+			return fmt.Errorf("--answer %q: %w", *answer, err)
+		}
+		return noderesolver.Serve(ctx, *listen, noderesolver.Config{Zone: *zone, Answer: a, Refuse: *refuse})
 	}
 	return fmt.Errorf("unknown command %q", args[0])
-}
-
-// resolver answers every A query with one address, over UDP and TCP, and
-// refuses names in the refused domain and reverse lookups.
-func resolver(ctx context.Context, listen string, answer netip.Addr, refuse string) error {
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		if len(r.Question) == 1 && (dns.IsSubDomain(dns.Fqdn(refuse), r.Question[0].Name) || dns.IsSubDomain("arpa.", r.Question[0].Name)) {
-			m.Rcode = dns.RcodeRefused
-		} else if len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeA {
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IP(answer.AsSlice())})
-		}
-		_ = w.WriteMsg(m)
-	})
-	errc := make(chan error, 2)
-	servers := []*dns.Server{{Addr: listen, Net: "udp", Handler: h}, {Addr: listen, Net: "tcp", Handler: h}}
-	for _, s := range servers {
-		go func() { errc <- s.ListenAndServe() }()
-	}
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		for _, s := range servers {
-			_ = s.Shutdown()
-		}
-		return nil
-	}
 }
