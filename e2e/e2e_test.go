@@ -63,11 +63,11 @@ const (
 var libClients = []libClient{
 	// c-ares keeps its UDP socket only while a query is outstanding on it:
 	// four lookups side by side are a busy service.
-	{kind: "node.js", pod: "lrpdns-e2e-node-client", image: "docker.io/library/node:20-bookworm-slim",
+	{kind: "node.js", pod: "lrpdns-e2e-node-client", image: cmp.Or(os.Getenv("LRPDNS_E2E_NODE_CLIENT_IMAGE"), "docker.io/library/node:20-bookworm-slim"),
 		idle: []string{"node", "-e", "setInterval(() => {}, 3600e3)"},
 		run:  []string{"node", clientsDir + "/resolve.js", "--inflight", "4", "--interval", "20ms"}},
 	// glibc's resolver: a new socket per lookup, its own timeout and retry.
-	{kind: "glibc", pod: "lrpdns-e2e-glibc-client", image: "docker.io/library/debian:bookworm-slim",
+	{kind: "glibc", pod: "lrpdns-e2e-glibc-client", image: cmp.Or(os.Getenv("LRPDNS_E2E_GLIBC_CLIENT_IMAGE"), "docker.io/library/debian:bookworm-slim"),
 		idle: []string{"sleep", "infinity"},
 		run:  []string{"sh", clientsDir + "/getent.sh", "--interval", "0.02"}},
 }
@@ -376,6 +376,7 @@ func TestE2E(t *testing.T) {
 	}
 	t.Run("policy is in place", s.policyInPlace)
 	t.Run("names resolve through the cache", s.resolve)
+	t.Run("the cache runs as shipped: its user, no capabilities, read-only root, under its memory limit", s.hardening)
 	t.Run("verify passes on Hubble flows", s.verifyFlows)
 	t.Run("each node's client is answered by its own node's cache", s.nodeLocal)
 	t.Run("IPv6 clients are answered by the cache and verify passes for them", s.ipv6Clients)
