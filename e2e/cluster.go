@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,6 +26,10 @@ type Cluster interface {
 	HubbleServer() string
 	// Exec runs cmd in the pod's first container and returns its stdout.
 	Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error)
+	// NodeExec runs cmd as root on the node (its host namespaces), where a
+	// kubelet and crictl see the pods' processes; ErrNoNodeExec where the
+	// provider cannot.
+	NodeExec(ctx context.Context, node string, cmd ...string) (string, error)
 	// Image is the image reference of our lrpdns image in this cluster.
 	Image() string
 	// Kubectl runs kubectl against the cluster and returns its stdout.
@@ -56,6 +61,8 @@ type Cluster interface {
 //	LRPDNS_E2E_HELM_VALUES its values file, if any
 //	LRPDNS_E2E_MANIFEST    manifests/install.yaml, applied with kubectl
 //	                       apply -f instead of the kustomization
+//	LRPDNS_E2E_NODE_EXEC   "docker": nodes are containers of the Docker
+//	                       engine DOCKER_HOST names, named as the Nodes (kind)
 //
 // or, for the lab (hack/e2e-lab.sh), LRPDNS_E2E_PROVIDER=lab, the same, and
 //
@@ -71,6 +78,10 @@ func fromEnv() (Cluster, error) {
 		chart:         os.Getenv("LRPDNS_E2E_HELM_CHART"),
 		values:        os.Getenv("LRPDNS_E2E_HELM_VALUES"),
 		manifest:      os.Getenv("LRPDNS_E2E_MANIFEST"),
+		nodeExec:      os.Getenv("LRPDNS_E2E_NODE_EXEC"),
+	}
+	if k.nodeExec != "" && k.nodeExec != "docker" {
+		return nil, fmt.Errorf("LRPDNS_E2E_NODE_EXEC=%q: want docker or nothing", k.nodeExec)
 	}
 	if k.chart != "" && k.manifest != "" {
 		return nil, fmt.Errorf("set LRPDNS_E2E_HELM_CHART or LRPDNS_E2E_MANIFEST, not both")
@@ -99,6 +110,18 @@ type kubectlCluster struct {
 	helm, chart, values string
 	// manifest: installed with kubectl apply -f manifest when set.
 	manifest string
+	// nodeExec: how to run a command on a node ("docker": docker exec).
+	nodeExec string
+}
+
+// ErrNoNodeExec: the provider cannot run commands on its nodes.
+var ErrNoNodeExec = errors.New("this provider cannot run commands on its nodes")
+
+func (c *kubectlCluster) NodeExec(ctx context.Context, node string, cmd ...string) (string, error) {
+	if c.nodeExec != "docker" {
+		return "", ErrNoNodeExec
+	}
+	return capture(ctx, "docker", append([]string{"exec", node}, cmd...), "node", node)
 }
 
 // The Helm release the lab installs.
@@ -175,6 +198,12 @@ func capture(ctx context.Context, name string, args []string, namespace, pod str
 type labCluster struct {
 	kubectlCluster
 	exec []string
+}
+
+// NodeExec: the lab's nodes are network namespaces whose pods are
+// processes of lab-node, which enforces no security context or limit.
+func (c *labCluster) NodeExec(context.Context, string, ...string) (string, error) {
+	return "", ErrNoNodeExec
 }
 
 func (c *labCluster) Exec(ctx context.Context, namespace, pod string, cmd ...string) (string, error) {
