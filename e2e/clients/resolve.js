@@ -5,7 +5,11 @@
 //     [--inflight N] [--fresh SUFFIX] [--fresh-external SUFFIX[=WANT]] [--run R]
 //     NAME[=WANT]...
 // --run R (1-254) is the R in the never-seen names, 10-R-HI-LO and rR-N;
-// default random.
+// default random. --fresh-external SUFFIX=spelled asks 10-R-HI-LO.SUFFIX
+// and checks the address it spells.
+// The report is e2e/judge.Report: failures with the time sent, name, kind
+// (timeout, refused, servfail, dns-refused, wrong, error) and detail; the
+// queries sent in each second.
 // --inflight N runs N lookups side by side. c-ares keeps a UDP socket only
 // while a query is outstanding on it, so N > 1 is a busy service whose
 // socket stays open across lookups.
@@ -66,13 +70,25 @@ async function main() {
   });
   if (o.freshExternal) {
     const [suffix, want = ''] = o.freshExternal.split('=');
-    makers.push((n) => ({ name: `r${run}-${n}.${suffix}`, want, fresh: true }));
+    makers.push((n) => {
+      if (want !== 'spelled') return { name: `r${run}-${n}.${suffix}`, want, fresh: true };
+      const hi = (Math.floor(n / 254) % 254) + 1, lo = (n % 254) + 1;
+      return { name: `10-${run}-${hi}-${lo}.${suffix}`, want: `10.${run}.${hi}.${lo}`, fresh: true };
+    });
   }
   const round = o.targets.length + makers.length;
   const rep = { server: o.server, client: `node.js ${process.version} dns.Resolver (c-ares ${process.versions.ares}), ${o.inflight} in flight`,
-    sent: 0, answered: 0, failed: 0, wrong: 0, resent: 0, slow: 0, failures: [], answers: {} };
-  const fail = (t, msg) => { rep.failed++; if (rep.failures.length < 10) rep.failures.push(`${new Date(t).toISOString()} ${msg}`); };
-  const end = Date.now() + o.duration;
+    sent: 0, answered: 0, failed: 0, wrong: 0, resent: 0, slow: 0, failures: [], answers: {},
+    started: new Date().toISOString(), perSecond: [] };
+  const start = Date.parse(rep.started);
+  const fail = (t, name, kind, detail) => {
+    rep.failed++;
+    if (kind === 'wrong') rep.wrong++;
+    if (rep.failures.length < 50) rep.failures.push({ at: new Date(t).toISOString(), name, kind, detail });
+  };
+  // c-ares's codes by the judge's kinds.
+  const kinds = { ETIMEOUT: 'timeout', ECONNREFUSED: 'refused', ESERVFAIL: 'servfail', EREFUSED: 'dns-refused' };
+  const end = start + o.duration;
   let next = 0;
   async function worker() {
     while (Date.now() < end) {
@@ -81,14 +97,17 @@ async function main() {
       const t = j < o.targets.length ? o.targets[j] : makers[j - o.targets.length](Math.floor(i / round));
       rep.sent++;
       const began = Date.now();
+      const sec = Math.floor((began - start) / 1000);
+      while (rep.perSecond.length <= sec) rep.perSecond.push(0);
+      rep.perSecond[sec]++;
       try {
         const addrs = await r.resolve4(t.name);
         if (Date.now() - began >= 1000) rep.slow++;
-        if (t.want && !addrs.includes(t.want)) { rep.wrong++; fail(began, `${t.name}: answer ${addrs}, want ${t.want}`); }
+        if (t.want && !addrs.includes(t.want)) fail(began, t.name, 'wrong', `answer ${addrs}, want ${t.want}`);
         else { rep.answered++; const k = t.fresh ? 'fresh' : (addrs[0] || 'NOERROR'); rep.answers[k] = (rep.answers[k] || 0) + 1; }
       } catch (e) {
         if (t.want === 'NXDOMAIN' && e.code === 'ENOTFOUND') { rep.answered++; rep.answers.NXDOMAIN = (rep.answers.NXDOMAIN || 0) + 1; }
-        else fail(began, `${t.name}: ${e.code || e.message}`);
+        else fail(began, t.name, kinds[e.code] || 'error', e.code || e.message);
       }
       await new Promise((res) => setTimeout(res, o.interval));
     }

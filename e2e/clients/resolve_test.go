@@ -9,15 +9,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lrpdns/lrpdns/e2e/judge"
 	"github.com/lrpdns/lrpdns/internal/dnstest"
 )
 
-type report struct {
-	Client                              string
-	Sent, Answered, Failed, Wrong, Slow int
-	Failures                            []string
-	Answers                             map[string]int
-}
+// report is the suite's report, which resolve.js prints as lrpdns probe
+// does.
+type report = judge.Report
 
 // resolve runs resolve.js with args and returns its report and exit code.
 func resolve(t *testing.T, args ...string) (report, int) {
@@ -71,6 +69,28 @@ func TestResolveJS(t *testing.T) {
 	if code != 1 || r.Wrong == 0 || r.Failed != r.Sent || len(r.Failures) == 0 {
 		t.Errorf("wrong answers: exit %d, report %+v; want every query failed as wrong", code, r)
 	}
+	for _, f := range r.Failures {
+		if f.Kind != judge.KindWrong || f.Name != "b.example.com" || f.At.Before(r.Started) || !strings.Contains(f.Detail, "want 192.0.2.8") {
+			t.Errorf("failure %+v, want b.example.com wrong, sent after %v, saying what was wanted", f, r.Started)
+		}
+	}
+	if n := sumOf(r.PerSecond); n != r.Sent || len(r.PerSecond) == 0 {
+		t.Errorf("per second %v, want the %d queries sent", r.PerSecond, r.Sent)
+	}
+
+	// No server: c-ares's ECONNREFUSED is a refused query.
+	s.Close()
+	r, code = resolve(t, "--server", s.Addr.String(), "--duration", "300ms", "c.example.com")
+	if code != 1 || r.Failed == 0 || r.Failures[0].Kind != judge.KindRefused {
+		t.Errorf("a closed port: exit %d, report %+v; want refused failures", code, r)
+	}
+	s = dnstest.StartTB(t, dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
+
+	// --fresh-external SUFFIX=spelled asks names that spell their address.
+	r, code = resolve(t, "--server", s.Addr.String(), "--duration", "200ms", "--run", "7", "--fresh-external", "example.net=spelled")
+	if code != 1 || r.Wrong == 0 || !strings.HasPrefix(r.Failures[0].Name, "10-7-1-") || !strings.Contains(r.Failures[0].Detail, "want 10.7.1.") {
+		t.Errorf("spelled names against a server answering 192.0.2.7: exit %d, report %+v; want them wrong", code, r)
+	}
 
 	// --run sets the number in the never-seen names.
 	before := len(s.Queries())
@@ -89,4 +109,12 @@ func TestResolveJS(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
 	}
+}
+
+func sumOf(ns []int) int {
+	n := 0
+	for _, x := range ns {
+		n += x
+	}
+	return n
 }

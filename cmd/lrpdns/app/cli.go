@@ -16,7 +16,6 @@ const usage = `Usage: lrpdns <command> [flags]
 Commands:
   controller   reconcile the CiliumLocalRedirectPolicy and the upstream Service
   verify       prove the node-local DNS path from Hubble flows (exit 0 only if it holds)
-  probe        send DNS queries and report failures as JSON (used by the e2e suites)
   version      print the version
 
 Run 'lrpdns <command> -h' for a command's flags.
@@ -34,7 +33,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = runController(ctx, args[1:], stderr)
 	case "verify":
 		err = runVerify(ctx, args[1:], os.Stdin, stdout, stderr)
-	case "probe":
+	case "probe": // the e2e suite's client, left out of the help
 		err = runProbe(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		_, err = fmt.Fprintln(stdout, version.String("lrpdns"))

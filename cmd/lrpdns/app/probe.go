@@ -10,12 +10,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 )
 
-// probeReport is what `lrpdns probe` prints.
+// probeReport is what `lrpdns probe` prints: the e2e suite's report
+// (e2e/judge.Report), which resolve.js and getent.sh print too.
 type probeReport struct {
 	Server   string `json:"server"`
 	Client   string `json:"client"`
@@ -29,9 +31,40 @@ type probeReport struct {
 	Resent int `json:"resent"`
 	// ResentAfter counts the kept socket's errors that made them, by kind.
 	ResentAfter map[string]int `json:"resentAfter,omitempty"`
-	Failures    []string       `json:"failures,omitempty"` // the first few
+	Failures    []probeFailure `json:"failures,omitempty"` // the first probeListCap
 	Answers     map[string]int `json:"answers"`            // rcode, address or "fresh" -> count
+	// Started is when the first query was sent; PerSecond counts the
+	// queries sent in each second from then.
+	Started   time.Time `json:"started"`
+	PerSecond []int     `json:"perSecond"`
 }
+
+// probeFailure is one failed query.
+type probeFailure struct {
+	At     time.Time `json:"at"`
+	Name   string    `json:"name"`
+	Kind   string    `json:"kind"` // timeout, refused, servfail, dns-refused, wrong, error
+	Detail string    `json:"detail,omitempty"`
+}
+
+// probeListCap is how many failures a report lists (e2e/judge.ListCap).
+const probeListCap = 50
+
+// failureKind classifies a query's error as the e2e suite's judge does.
+func failureKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "refused"
+	}
+	return "error"
+}
+
+// spelled is the never-seen name for want "spelled": its first label
+// spells its address, which e2e/noderesolver answers.
+const spelled = "spelled"
 
 // ErrProbeFailed is returned when any query failed.
 var ErrProbeFailed = errors.New("probe: some queries failed")
@@ -105,7 +138,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	count := fs.Int("count", 0, "stop after this many queries")
 	timeout := fs.Duration("timeout", 2*time.Second, "per-query timeout (a timeout is a failure)")
 	fresh := fs.String("fresh", "", "add a never-seen pod name under `SUFFIX` (e.g. default.pod.cluster.local) to each round, checked against the address it spells")
-	freshExternal := fs.String("fresh-external", "", "add a never-seen name under `SUFFIX[=WANT]` (e.g. example.com=198.51.100.53) to each round: an external cache miss")
+	freshExternal := fs.String("fresh-external", "", "add a never-seen name under `SUFFIX[=WANT]` to each round, an external cache miss: rN-I.SUFFIX checked against WANT, or with WANT \"spelled\" 10-N-HI-LO.SUFFIX checked against the address it spells")
 	run := fs.Int("run", 0, "the `N` (1-254) in the never-seen names (10-N-HI-LO., rN-I.), which keeps probes running side by side from asking each other's names; 0: a random one")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -133,6 +166,9 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *freshExternal != "" {
 		suffix, want, _ := strings.Cut(*freshExternal, "=")
 		makers = append(makers, func(n int) probeTarget {
+			if want == spelled {
+				return freshName(suffix, *run, n)
+			}
 			return probeTarget{name: dns.Fqdn(fmt.Sprintf("r%d-%d.%s", *run, n, suffix)), want: want, fresh: true}
 		})
 	}
@@ -153,8 +189,17 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer ex.close()
-	rep := probeReport{Server: addr, Client: fmt.Sprintf("%s, every %v", ex.kind(), *interval), Answers: map[string]int{}}
-	deadline := time.Now().Add(*duration)
+	rep := probeReport{Server: addr, Client: fmt.Sprintf("%s, every %v", ex.kind(), *interval), Answers: map[string]int{}, Started: time.Now().UTC()}
+	deadline := rep.Started.Add(*duration)
+	fail := func(at time.Time, name, kind, detail string) {
+		rep.Failed++
+		if kind == "wrong" {
+			rep.Wrong++
+		}
+		if len(rep.Failures) < probeListCap {
+			rep.Failures = append(rep.Failures, probeFailure{At: at.UTC(), Name: name, Kind: kind, Detail: detail})
+		}
+	}
 	for i := 0; (*count <= 0 || i < *count) && (*duration <= 0 || time.Now().Before(deadline)); i++ {
 		if ctx.Err() != nil {
 			break
@@ -169,6 +214,11 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		m.SetQuestion(t.name, dns.TypeA)
 		rep.Sent++
 		sent := time.Now()
+		sec := int(sent.Sub(rep.Started) / time.Second)
+		for len(rep.PerSecond) <= sec {
+			rep.PerSecond = append(rep.PerSecond, 0)
+		}
+		rep.PerSecond[sec]++
 		r, resentAfter, err := ex.exchange(ctx, m)
 		if resentAfter != nil {
 			rep.Resent++
@@ -179,22 +229,15 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		switch {
 		case err != nil:
-			rep.Failed++
-			if len(rep.Failures) < 10 {
-				rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: %v", sent.UTC().Format(time.StampMicro), m.Question[0].Name, err))
-			}
-		case r.Rcode == dns.RcodeServerFailure || r.Rcode == dns.RcodeRefused:
-			rep.Failed++
+			fail(sent, m.Question[0].Name, failureKind(err), err.Error())
+		case r.Rcode == dns.RcodeServerFailure:
 			rep.Answers[dns.RcodeToString[r.Rcode]]++
-			if len(rep.Failures) < 10 {
-				rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: %s", sent.UTC().Format(time.StampMicro), m.Question[0].Name, dns.RcodeToString[r.Rcode]))
-			}
+			fail(sent, m.Question[0].Name, "servfail", "SERVFAIL")
+		case r.Rcode == dns.RcodeRefused:
+			rep.Answers[dns.RcodeToString[r.Rcode]]++
+			fail(sent, m.Question[0].Name, "dns-refused", "REFUSED")
 		case t.check(r) != "":
-			rep.Failed++
-			rep.Wrong++
-			if len(rep.Failures) < 10 {
-				rep.Failures = append(rep.Failures, fmt.Sprintf("%s %s: %s", sent.UTC().Format(time.StampMicro), m.Question[0].Name, t.check(r)))
-			}
+			fail(sent, m.Question[0].Name, "wrong", t.check(r))
 		default:
 			rep.Answered++
 			key := dns.RcodeToString[r.Rcode]

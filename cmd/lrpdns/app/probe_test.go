@@ -45,8 +45,44 @@ func TestProbeCountsAnswersAndFailures(t *testing.T) {
 	if !errors.Is(err, ErrProbeFailed) {
 		t.Fatalf("probe against a closed server: %v, want ErrProbeFailed", err)
 	}
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Failed != 6 || len(rep.Failures) == 0 {
-		t.Errorf("report %+v (%v), want 6 failures with reasons", rep, err)
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Failed != 6 || len(rep.Failures) != 6 {
+		t.Fatalf("report %+v (%v), want 6 failures listed", rep, err)
+	}
+	// A closed UDP port answers with ICMP: refused, or a timeout where it
+	// is lost; each failure says when it was sent and what was asked.
+	for _, f := range rep.Failures {
+		if (f.Kind != "refused" && f.Kind != "timeout") || f.Name != "a.example.com." || f.At.Before(rep.Started) || f.Detail == "" {
+			t.Errorf("failure %+v, want a refused or timed-out a.example.com. sent after %v", f, rep.Started)
+		}
+	}
+	if sum(rep.PerSecond) != rep.Sent || len(rep.PerSecond) == 0 {
+		t.Errorf("per second %v, want the %d queries sent", rep.PerSecond, rep.Sent)
+	}
+}
+
+func sum(ns []int) int {
+	n := 0
+	for _, x := range ns {
+		n += x
+	}
+	return n
+}
+
+// TestProbeTimeline: queries are counted in the second they were sent.
+func TestProbeTimeline(t *testing.T) {
+	t.Parallel()
+	s := dnstest.StartTB(t, dnstest.Options{Answer: netip.MustParseAddr("192.0.2.7"), TTL: 30})
+	var out bytes.Buffer
+	args := []string{"probe", "--server", s.Addr.String(), "--duration", "2500ms", "--interval", "100ms", "a.example.com"}
+	if err := Run(context.Background(), args, &out, io.Discard); err != nil {
+		t.Fatalf("probe: %v\n%s", err, out.String())
+	}
+	var rep probeReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.PerSecond) != 3 || sum(rep.PerSecond) != rep.Sent || rep.PerSecond[0] < 5 || rep.PerSecond[1] < 5 {
+		t.Errorf("per second %v for %d sent over 2.5 s every 100 ms; want 3 seconds, about 10 a second", rep.PerSecond, rep.Sent)
 	}
 }
 
@@ -81,8 +117,34 @@ func TestProbeChecksAnswers(t *testing.T) {
 	if len(fresh) != 3 || fresh[0] == fresh[1] || fresh[1] == fresh[2] {
 		t.Errorf("fresh names %v, want 3 different ones", fresh)
 	}
-	if !strings.Contains(strings.Join(rep.Failures, "\n"), "want 198.51.100.53") {
-		t.Errorf("failures %q do not say what was wanted", rep.Failures)
+	found := false
+	for _, f := range rep.Failures {
+		if f.Kind != "wrong" {
+			t.Errorf("failure %+v, want kind wrong", f)
+		}
+		found = found || strings.Contains(f.Detail, "want 198.51.100.53")
+	}
+	if !found {
+		t.Errorf("failures %+v do not say what was wanted", rep.Failures)
+	}
+}
+
+// TestProbeSpelledExternal: with --fresh-external SUFFIX=spelled, each
+// never-seen external name spells the address it must get.
+func TestProbeSpelledExternal(t *testing.T) {
+	t.Parallel()
+	s := dnstest.StartTB(t, dnstest.Options{Answer: netip.MustParseAddr("10.7.1.1"), TTL: 30})
+	var out bytes.Buffer
+	args := []string{"probe", "--server", s.Addr.String(), "--count", "2", "--interval", "0s", "--run", "7", "--fresh-external", "example.com=spelled"}
+	err := Run(context.Background(), args, &out, io.Discard)
+	var rep probeReport
+	if jerr := json.Unmarshal(out.Bytes(), &rep); jerr != nil {
+		t.Fatal(jerr)
+	}
+	// The test server answers 10.7.1.1 to all: right for the first name
+	// (10-7-1-1.example.com), wrong for the second.
+	if !errors.Is(err, ErrProbeFailed) || rep.Answered != 1 || rep.Wrong != 1 || len(rep.Failures) != 1 || rep.Failures[0].Name != "10-7-1-2.example.com." {
+		t.Errorf("report %+v (%v); want 10-7-1-1 answered and 10-7-1-2 wrong", rep, err)
 	}
 }
 
