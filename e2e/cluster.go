@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -30,6 +31,11 @@ type Cluster interface {
 	// kubelet and crictl see the pods' processes; ErrNoNodeExec where the
 	// provider cannot.
 	NodeExec(ctx context.Context, node string, cmd ...string) (string, error)
+	// AgentExec runs a command (cilium-dbg ...) where the node's Cilium
+	// agent runs, and returns its stdout.
+	AgentExec(ctx context.Context, node string, cmd ...string) (string, error)
+	// AgentLog is what the node's Cilium agent logged since then.
+	AgentLog(ctx context.Context, node string, since time.Time) (string, error)
 	// Image is the image reference of our lrpdns image in this cluster.
 	Image() string
 	// Kubectl runs kubectl against the cluster and returns its stdout.
@@ -64,9 +70,15 @@ type Cluster interface {
 //	LRPDNS_E2E_NODE_EXEC   "docker": nodes are containers of the Docker
 //	                       engine DOCKER_HOST names, named as the Nodes (kind)
 //
+// Cilium's agents are the pods of DaemonSet kube-system/cilium, entered
+// with kubectl exec.
+//
 // or, for the lab (hack/e2e-lab.sh), LRPDNS_E2E_PROVIDER=lab, the same, and
 //
 //	LRPDNS_E2E_EXEC        command prefix that runs a command in a pod
+//	LRPDNS_E2E_AGENTS      NODE=PID,... every node's cilium-agent process
+//	LRPDNS_E2E_CILIUM_LOGS NODE=FILE,... every node's agent log
+//	LRPDNS_E2E_CILIUM_DBG  the cilium-dbg binary
 func fromEnv() (Cluster, error) {
 	k := kubectlCluster{
 		kubeconfig:    os.Getenv("LRPDNS_E2E_KUBECONFIG"),
@@ -93,9 +105,10 @@ func fromEnv() (Cluster, error) {
 		return nil, fmt.Errorf("set LRPDNS_E2E_KUBECONFIG, LRPDNS_E2E_HUBBLE, LRPDNS_E2E_KUBECTL, LRPDNS_E2E_IMAGE and LRPDNS_E2E_KUSTOMIZATION (make e2e and make e2e-lab do)")
 	}
 	if os.Getenv("LRPDNS_E2E_PROVIDER") == "lab" {
-		c := &labCluster{kubectlCluster: k, exec: strings.Fields(os.Getenv("LRPDNS_E2E_EXEC"))}
-		if len(c.exec) == 0 {
-			return nil, fmt.Errorf("set LRPDNS_E2E_EXEC (make e2e-lab does)")
+		c := &labCluster{kubectlCluster: k, exec: strings.Fields(os.Getenv("LRPDNS_E2E_EXEC")),
+			agents: pairs(os.Getenv("LRPDNS_E2E_AGENTS")), logs: pairs(os.Getenv("LRPDNS_E2E_CILIUM_LOGS")), dbg: os.Getenv("LRPDNS_E2E_CILIUM_DBG")}
+		if len(c.exec) == 0 || len(c.agents) == 0 || len(c.logs) == 0 || c.dbg == "" {
+			return nil, fmt.Errorf("set LRPDNS_E2E_EXEC, LRPDNS_E2E_AGENTS, LRPDNS_E2E_CILIUM_LOGS and LRPDNS_E2E_CILIUM_DBG (make e2e-lab does)")
 		}
 		return c, nil
 	}
@@ -194,10 +207,73 @@ func capture(ctx context.Context, name string, args []string, namespace, pod str
 	return stdout.String(), nil
 }
 
-// labCluster is the lab: pods are processes, entered with lab-node exec.
+// pairs reads K=V,K=V.
+func pairs(s string) map[string]string {
+	m := map[string]string{}
+	for kv := range strings.SplitSeq(s, ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// agentPod is the Cilium agent pod on node.
+func (c *kubectlCluster) agentPod(ctx context.Context, node string) (string, error) {
+	out, err := c.Kubectl(ctx, "-n", "kube-system", "get", "pods", "-l", "k8s-app=cilium",
+		"--field-selector", "spec.nodeName="+node, "-o", "jsonpath={.items[0].metadata.name}")
+	if err != nil || out == "" {
+		return "", fmt.Errorf("no Cilium agent pod on %s: %v", node, err)
+	}
+	return out, nil
+}
+
+func (c *kubectlCluster) AgentExec(ctx context.Context, node string, cmd ...string) (string, error) {
+	pod, err := c.agentPod(ctx, node)
+	if err != nil {
+		return "", err
+	}
+	return c.Kubectl(ctx, append([]string{"-n", "kube-system", "exec", pod, "-c", "cilium-agent", "--"}, cmd...)...)
+}
+
+func (c *kubectlCluster) AgentLog(ctx context.Context, node string, since time.Time) (string, error) {
+	pod, err := c.agentPod(ctx, node)
+	if err != nil {
+		return "", err
+	}
+	return c.Kubectl(ctx, "-n", "kube-system", "logs", pod, "-c", "cilium-agent", "--since-time="+since.UTC().Format(time.RFC3339))
+}
+
+// labCluster is the lab: pods are processes, entered with lab-node exec;
+// each node's agent is a process, entered with nsenter into its mount
+// namespace, and logs to a file.
 type labCluster struct {
 	kubectlCluster
 	exec []string
+	// agents: node -> the agent's PID; logs: node -> its log file.
+	agents, logs map[string]string
+	// dbg is the cilium-dbg binary.
+	dbg string
+}
+
+func (c *labCluster) AgentExec(ctx context.Context, node string, cmd ...string) (string, error) {
+	pid, ok := c.agents[node]
+	if !ok {
+		return "", fmt.Errorf("no Cilium agent on %s", node)
+	}
+	if len(cmd) > 0 && cmd[0] == "cilium-dbg" {
+		cmd = append([]string{c.dbg}, cmd[1:]...)
+	}
+	return capture(ctx, "nsenter", append([]string{"-t", pid, "-m", "--"}, cmd...), "agent", node)
+}
+
+func (c *labCluster) AgentLog(_ context.Context, node string, _ time.Time) (string, error) {
+	f, ok := c.logs[node]
+	if !ok {
+		return "", fmt.Errorf("no Cilium agent log for %s", node)
+	}
+	b, err := os.ReadFile(f) //nolint:gosec // the lab's own log file
+	return string(b), err
 }
 
 // NodeExec: the lab's nodes are network namespaces whose pods are

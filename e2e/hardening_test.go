@@ -17,13 +17,14 @@ import (
 )
 
 // observeScript prints, on a node, what a container's main process runs
-// as: /proc/PID/status, the result of a write at the root of its mount
-// namespace, its memory cgroup's limit and peak. $1 is the container ID.
+// as: /proc/PID/status, the result of a write at its root (through
+// /proc/PID/root, which takes the container's own mounts), its memory
+// cgroup's limit and peak. $1 is the container ID.
 const observeScript = `set -e
 pid=$(crictl inspect --output go-template --template '{{.info.pid}}' "$1")
 cat /proc/$pid/status
 echo '--- write'
-if out=$(nsenter -t "$pid" -m touch /.lrpdns-e2e-write 2>&1); then echo WROTE; nsenter -t "$pid" -m rm -f /.lrpdns-e2e-write; else echo "$out"; fi
+if out=$(touch /proc/$pid/root/.lrpdns-e2e-write 2>&1); then echo WROTE; rm -f /proc/$pid/root/.lrpdns-e2e-write; else echo "$out"; fi
 echo '--- memory'
 if m=$(grep -E '^[0-9]+:([^:]*,)?memory(,[^:]*)?:' /proc/$pid/cgroup | cut -d: -f3) && [ -n "$m" ]; then
   d=/sys/fs/cgroup/memory$m; cat "$d/memory.limit_in_bytes" "$d/memory.max_usage_in_bytes"

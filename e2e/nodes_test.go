@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"github.com/lrpdns/lrpdns/e2e/judge"
 	"strconv"
 	"testing"
 	"time"
@@ -165,7 +166,7 @@ func (s *suite) drainNode(t *testing.T) {
 	if err != nil {
 		fatal(t, err)
 	}
-	s.underLoad(t, "node "+node+"'s cache drained", 75*time.Second, func() {
+	s.underLoad(t, "a node's cache drained", "node "+node+"'s cache drained", 75*time.Second, func(*judge.Evidence) {
 		yes := "true"
 		setLabel(&yes)
 		waitFor(t, time.Minute, "no cache pod on "+node, func() bool {

@@ -347,6 +347,17 @@ YAML
     --cni-conf "$dir/cni.conf" --hubble-relay "$CILIUM_BIN/hubble-relay" --nodejs "$(command -v node)" --cgroup "$CGROUP/$node" --agent-pid-file "$LAB/pids/cilium-agent-$node" --resolv-conf "$LAB/etc/node-resolv.conf"
 }
 
+# node_pairs FORMAT: NODE=VALUE,... for every node, VALUE the format with
+# the node's name for %s, or "@pid" for its agent's PID.
+node_pairs() {
+  local out="" n v
+  for n in "${NODES[@]}"; do
+    if [[ "$1" == @pid ]]; then v=$(cat "$LAB/pids/cilium-agent-$n"); else v=${1//%s/$n}; fi
+    out+="${out:+,}$n=$v"
+  done
+  echo "$out"
+}
+
 # node_dirs are every node's lab-node directory, comma-separated.
 node_dirs() { local d="" n; for n in "${NODES[@]}"; do d+="${d:+,}$(node_dir "$n")/node"; done; echo "$d"; }
 
@@ -473,7 +484,8 @@ suite() {
   LRPDNS_E2E_KUBE_DNS_SERVICE="$KUBE_DNS_SERVICE" LRPDNS_E2E_PATH="$BIN:$CILIUM_BIN" LRPDNS_E2E_DUAL_STACK="$DUAL_STACK" \
   LRPDNS_E2E_MIGRATE_FROM="$migrate_from" LRPDNS_E2E_DAEMONSET="$daemonset" LRPDNS_E2E_UPSTREAM_SERVICE="$upstream" \
   LRPDNS_E2E_SUITE="$LAB_SUITE" LRPDNS_E2E_HELM="$HELM" LRPDNS_E2E_NETWORK_POLICY="$([[ "$LAB_POLICY" != off ]] && echo 1)" \
-  LRPDNS_E2E_CLIENT_POLICY="$([[ "$LAB_POLICY" == clients ]] && echo 1)" LRPDNS_E2E_CILIUM_LOGS="$LAB/logs/cilium-agent-wrapper-*.log" \
+  LRPDNS_E2E_CLIENT_POLICY="$([[ "$LAB_POLICY" == clients ]] && echo 1)" LRPDNS_E2E_CILIUM_LOGS="$(node_pairs "$LAB/logs/cilium-agent-wrapper-%s.log")" \
+  LRPDNS_E2E_AGENTS="$(node_pairs "@pid")" LRPDNS_E2E_CILIUM_DBG="$CILIUM_BIN/cilium-dbg" \
   LRPDNS_E2E_HELM_CHART="$([[ "$LAB_INSTALL" == helm ]] && echo "$REPO_ROOT/charts/lrpdns")" \
   LRPDNS_E2E_HELM_VALUES="$([[ "$LAB_INSTALL" == helm ]] && echo "$HELM_VALUES")" \
   LRPDNS_E2E_MANIFEST="$([[ "$LAB_INSTALL" == yaml ]] && echo "$REPO_ROOT/manifests/install.yaml")" \

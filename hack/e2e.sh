@@ -55,6 +55,9 @@ fi
 # innet runs a command where kind's network is: in dockerd's namespace when
 # this script started it.
 innet() { if [[ -n "$OWN_DOCKER" ]]; then nsenter --net="/run/netns/$OWN_DOCKER" "$@"; else "$@"; fi; }
+# bg starts a command where innet would, in the background, with $! its own
+# pid (nsenter execs it), so that kill reaches it.
+bg() { if [[ -n "$OWN_DOCKER" ]]; then nsenter --net="/run/netns/$OWN_DOCKER" "$@" & else "$@" & fi; }
 
 KIND=$BIN/kind-$KIND_VERSION
 if [[ ! -x "$KIND" ]]; then
@@ -87,16 +90,22 @@ else
   cilium_values=(--set "image.repository=$(repo_of "${cilium_images[0]}")" --set "image.tag=$CILIUM_VERSION" --set image.useDigest=false --set image.pullPolicy=Never
     --set "operator.image.repository=$(repo_of "${cilium_images[1]}" | sed 's/-generic$//')" --set "operator.image.tag=$CILIUM_VERSION" --set operator.image.useDigest=false --set operator.image.pullPolicy=Never
     --set "hubble.relay.image.repository=$(repo_of "${cilium_images[2]}")" --set "hubble.relay.image.tag=$CILIUM_VERSION" --set hubble.relay.image.useDigest=false --set hubble.relay.image.pullPolicy=Never)
-  # The suite's resolver-library clients: Debian with Node.js (c-ares),
-  # and Debian alone (glibc's getent).
+  # The suite's resolver-library clients: Debian alone (glibc's getent),
+  # and Debian with this machine's Node.js (c-ares), the one the lab runs.
   NODE_CLIENT_IMAGE=lrpdns.local/node-client:bookworm
   GLIBC_CLIENT_IMAGE=lrpdns.local/debian:bookworm
-  for pair in "$NODE_CLIENT_IMAGE=nodejs" "$GLIBC_CLIENT_IMAGE="; do
-    ref=${pair%%=*} tarball=$(hack/rootfs.sh "${pair#*=}")
+  nodejs=$(command -v node || true)
+  [[ -n "$nodejs" ]] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; nodejs=$(command -v node); }
+  tarball=$(hack/rootfs.sh "")
+  for ref in "$GLIBC_CLIENT_IMAGE" "$NODE_CLIENT_IMAGE"; do
     key=$(basename "$tarball")
-    if [[ "$(docker image inspect -f '{{index .Config.Labels "lrpdns.local/key"}}' "$ref" 2>/dev/null)" != "$key" ]]; then
-      docker import --change "LABEL lrpdns.local/key=$key" "$tarball" "$ref" >/dev/null
-    fi
+    if [[ "$ref" == "$NODE_CLIENT_IMAGE" ]]; then key+="-$(sha256sum < "$nodejs" | cut -c1-12)"; fi
+    [[ "$(docker image inspect -f '{{index .Config.Labels "lrpdns.local/key"}}' "$ref" 2>/dev/null)" == "$key" ]] && continue
+    dir=$(mktemp -d)
+    tar -C "$dir" -xf "$tarball"
+    if [[ "$ref" == "$NODE_CLIENT_IMAGE" ]]; then install -m 0755 "$nodejs" "$dir/usr/local/bin/node"; fi
+    tar --sort=name --numeric-owner -C "$dir" -c . | docker import --change "LABEL lrpdns.local/key=$key" - "$ref" >/dev/null
+    rm -rf "$dir"
   done
   client_images=("$NODE_CLIENT_IMAGE" "$GLIBC_CLIENT_IMAGE")
 fi
@@ -144,8 +153,15 @@ trap cleanup EXIT
 NODE_RESOLVER_ANSWER=""
 if [[ -n "$OWN_DOCKER" ]]; then
   CGO_ENABLED=0 go build -o "$BIN/lab-node" ./e2e/lab/cmd/lab-node
-  innet "$BIN/lab-node" resolver --listen "$(hack/docker.sh dns):53" --zone example.com --answer 198.51.100.53 --refuse cluster.local > "$ARTIFACTS/resolver.log" 2>&1 &
+  resolver_addr=$(hack/docker.sh dns)
+  # One resolver: a kept run's (KEEP=1) goes first.
+  pidfile=/run/$OWN_DOCKER/resolver.pid
+  if [[ -f "$pidfile" ]]; then kill "$(cat "$pidfile")" 2>/dev/null || true; sleep 1; fi
+  bg "$BIN/lab-node" resolver --listen "$resolver_addr:53" --zone example.com --answer 198.51.100.53 --refuse cluster.local > "$ARTIFACTS/resolver.log" 2>&1
   resolver_pid=$!
+  echo "$resolver_pid" > "$pidfile"
+  sleep 1
+  kill -0 "$resolver_pid" 2>/dev/null || fail "the node resolver did not start: $(cat "$ARTIFACTS/resolver.log")"
   NODE_RESOLVER_ANSWER=198.51.100.53
 fi
 
@@ -208,7 +224,7 @@ k -n kube-system rollout status deploy/lrpdns-controller --timeout=5m
 # network's gateway (its entrypoint DNATs it to Docker's embedded DNS).
 NODE_RESOLVERS=$(docker network inspect kind -f '{{range .IPAM.Config}}{{if .Gateway}}{{.Gateway}},{{end}}{{end}}' | sed 's/,$//')
 hack/build.sh >/dev/null # bin/lrpdns: the suite runs docs/verify.md's commands with it
-k -n kube-system port-forward svc/hubble-relay 4245:80 > "$ARTIFACTS/port-forward.log" 2>&1 &
+bg "$K8S/kubectl" -n kube-system port-forward svc/hubble-relay 4245:80 > "$ARTIFACTS/port-forward.log" 2>&1
 pf_pid=$!
 relay_open() { innet bash -c '(exec 3<>/dev/tcp/127.0.0.1/4245) 2>/dev/null'; }
 for _ in $(seq 30); do relay_open && break; sleep 1; done
