@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
@@ -36,6 +37,10 @@ type Config struct {
 	// NodeResolvers are the node's resolvers; empty means any destination
 	// that is not a pod.
 	NodeResolvers []netip.Addr
+	// RedirectCreated is when the redirect policy that Discover read was
+	// created (zero: unknown): flows before it show the path before the
+	// redirect, not a fault of it.
+	RedirectCreated time.Time
 	// ClientIPVersion limits the checks of clients' queries
 	// (clients-to-cache, no-bypass) to queries of one IP version, so that
 	// IPv4 clients cannot pass for IPv6 ones; IP_NOT_USED judges both.
@@ -83,6 +88,9 @@ type Result struct {
 	// matchedFromNodes counts the matching flows that came from a node's
 	// host network namespace; the evidence is a pod's flow when one matched.
 	matchedFromNodes int
+	// mustFind: the check wants a matching flow (clients reach the cache);
+	// otherwise it wants none (no bypass, no drop).
+	mustFind bool
 }
 
 type filterSet struct{ white, black []*flowpb.FlowFilter }
@@ -173,8 +181,9 @@ func (c Config) checks() []check {
 	return []check{
 		{
 			name: "clients-to-cache", want: true,
-			desc:  fmt.Sprintf("clients reach a node-local cache pod on port %s%s", strings.Join(dnsPorts, "/"), over),
-			scope: filterSet{white: []*flowpb.FlowFilter{requests}, black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}}},
+			desc: fmt.Sprintf("clients reach a node-local cache pod on port %s%s", strings.Join(dnsPorts, "/"), over),
+			// CoreDNS's own forwards to its upstream are no client's.
+			scope: filterSet{white: []*flowpb.FlowFilter{requests}, black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}, {SourceLabel: []string{kubeDNS}}}},
 			match: filterSet{
 				white: []*flowpb.FlowFilter{{DestinationLabel: []string{cache}, DestinationPort: dnsPorts, Reply: []bool{false}, Verdict: delivered, IpVersion: ipVersion}},
 				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}, policyVerdicts},
@@ -204,7 +213,7 @@ func (c Config) checks() []check {
 			scope: filterSet{white: []*flowpb.FlowFilter{requests}},
 			match: filterSet{
 				white: []*flowpb.FlowFilter{{DestinationLabel: []string{kubeDNS}, DestinationPort: kubeDNSPorts, Reply: []bool{false}, Verdict: delivered, IpVersion: ipVersion}},
-				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}},
+				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}, {SourceLabel: []string{kubeDNS}}},
 			},
 			whenOK:  "every query delivered to CoreDNS came from a cache pod",
 			whenBad: "a client queried CoreDNS directly, bypassing the cache",
@@ -337,16 +346,20 @@ func Evaluate(ctx context.Context, c Config, flows []*observerpb.GetFlowsRespons
 				n.Status = Fail
 			}
 		}
-		if n.Status == Fail && rs[0].InScope == 0 && !failed(rs) {
-			n.Status = NoData // no client traffic here, and nothing wrong
+		if n.Status == Fail && rs[0].InScope == 0 && !failedNegative(rs) {
+			// No client traffic here: what is missing (no external name
+			// asked, say) proves nothing; only a bypass or a drop fails.
+			n.Status = NoData
 		}
 		rep.Nodes = append(rep.Nodes, n)
 	}
 	return rep, nil
 }
 
-func failed(rs []Result) bool {
-	return slices.ContainsFunc(rs, func(r Result) bool { return r.Status == Fail })
+// failedNegative says whether a check that wants no matching flow (no
+// bypass, no drop) failed.
+func failedNegative(rs []Result) bool {
+	return slices.ContainsFunc(rs, func(r Result) bool { return r.Status == Fail && !r.mustFind })
 }
 
 type compiledCheck struct {
@@ -374,7 +387,7 @@ func (c Config) compile(ctx context.Context) ([]compiledCheck, error) {
 func evaluate(checks []compiledCheck, flows []*observerpb.GetFlowsResponse) []Result {
 	var out []Result
 	for _, ch := range checks {
-		r := Result{Name: ch.name, Description: ch.desc, Optional: ch.optional}
+		r := Result{Name: ch.name, Description: ch.desc, Optional: ch.optional, mustFind: ch.want}
 		var firstInScope, firstMatch *observerpb.GetFlowsResponse
 		for _, resp := range flows {
 			f := resp.GetFlow()

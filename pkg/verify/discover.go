@@ -44,6 +44,7 @@ func Discover(ctx context.Context, c client.Reader, n Names) (Config, string, er
 	err := c.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.Policy}, p)
 	switch {
 	case err == nil:
+		cfg.RedirectCreated = p.CreationTimestamp.Time
 		cfg.CacheSelector = labelSelector(p.Spec.RedirectBackend.LocalEndpointSelector.MatchLabels)
 		if len(p.Spec.RedirectBackend.ToPorts) > 0 {
 			port, err := strconv.Atoi(p.Spec.RedirectBackend.ToPorts[0].Port)

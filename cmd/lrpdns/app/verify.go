@@ -39,6 +39,10 @@ type verifyFlags struct {
 // and port and CoreDNS's selector and target ports from the cluster, and
 // without --hubble-server reaches Hubble Relay through a port-forward.
 // Flags given on the command line win over what is read.
+// redirectSettle is how long after a redirect policy is created verify
+// expects Cilium to have it in every node's datapath.
+const redirectSettle = 5 * time.Second
+
 func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("lrpdns verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -107,6 +111,16 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if err := f.apply(&c, set); err != nil {
 		return err
+	}
+	// Flows from before the redirect existed (an install a minute ago, a
+	// port change that re-created it) show the path without it: the window
+	// starts once Cilium has had it for a moment.
+	if !c.RedirectCreated.IsZero() && f.file == "" {
+		if age := time.Since(c.RedirectCreated) - redirectSettle; age < f.since {
+			f.since = max(age, time.Second)
+			fmt.Fprintf(stderr, "verify: the redirect was created %v ago: judging the flows of the last %v, since it took effect\n",
+				time.Since(c.RedirectCreated).Round(time.Second), f.since.Round(time.Second))
+		}
 	}
 
 	var flows []*observerpb.GetFlowsResponse

@@ -147,4 +147,12 @@ func TestVerifyReadsTheCluster(t *testing.T) {
 	if !errors.Is(err, ErrVerifyFailed) || !strings.Contains(out, "on port 53/5354") {
 		t.Errorf("--cache-port 5354 over the policy's 5353: %v, want a FAIL that checks 5354\n%s", err, out)
 	}
+	// A policy created a moment ago: the window starts when it took
+	// effect, not 5 minutes back (Relay is unreachable here; the note comes
+	// first).
+	var stderr bytes.Buffer
+	err = Run(t.Context(), []string{"verify", "--kubeconfig", kubeconfig, "--hubble-server", "127.0.0.1:1"}, io.Discard, &stderr)
+	if err == nil || !strings.Contains(stderr.String(), "the redirect was created") || !strings.Contains(stderr.String(), "judging the flows of the last 1s") {
+		t.Errorf("a young policy: %v, stderr %q; want the window cut to since it took effect", err, stderr.String())
+	}
 }
