@@ -142,7 +142,31 @@ func DesiredUpstreamService(n Names, kubeDNS *corev1.Service, ds *appsv1.DaemonS
 	for _, p := range ports {
 		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port, TargetPort: p.TargetPort})
 	}
+	if tcp := tcpTwin(ports); tcp != nil {
+		svc.Spec.Ports = append(svc.Spec.Ports, *tcp)
+	}
 	return svc, nil
+}
+
+// tcpTwin is the TCP port 53 kube-dns-upstream adds when kube-dns has only
+// UDP: the caches forward cluster names over TCP, and CoreDNS serves TCP on
+// the port it serves UDP on. nil when kube-dns has a TCP port 53.
+func tcpTwin(ports []corev1.ServicePort) *corev1.ServicePort {
+	var udp *corev1.ServicePort
+	for i, p := range ports {
+		if p.Protocol == corev1.ProtocolTCP {
+			return nil
+		}
+		udp = &ports[i]
+	}
+	if udp == nil {
+		return nil
+	}
+	name := "dns-tcp"
+	if udp.Name == name {
+		name = "dns-tcp-53"
+	}
+	return &corev1.ServicePort{Name: name, Protocol: corev1.ProtocolTCP, Port: dnsPort, TargetPort: udp.TargetPort}
 }
 
 // DesiredPolicy redirects kube-dns's DNS ports to the DaemonSet's pods: the

@@ -118,6 +118,22 @@ func TestDesiredUpstreamService(t *testing.T) {
 			t.Errorf("owners %+v, want the DaemonSet and the policy", svc.OwnerReferences)
 		}
 	})
+	// Issue: kube-dns with only a UDP port gave an upstream with only UDP,
+	// while the caches forward cluster names over TCP: every miss failed.
+	t.Run("kube-dns with only UDP: the upstream adds TCP 53 on the same target", func(t *testing.T) {
+		t.Parallel()
+		svc, err := DesiredUpstreamService(DefaultNames(), kubeDNSFixture(udp53, metrics9153), ds, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []corev1.ServicePort{
+			{Name: udp53.Name, Protocol: corev1.ProtocolUDP, Port: 53, TargetPort: udp53.TargetPort},
+			{Name: "dns-tcp", Protocol: corev1.ProtocolTCP, Port: 53, TargetPort: udp53.TargetPort},
+		}
+		if diff := cmp.Diff(want, svc.Spec.Ports); diff != "" {
+			t.Errorf("ports (-want +got):\n%s", diff)
+		}
+	})
 	t.Run("someone else's policy of that name is no owner", func(t *testing.T) {
 		t.Parallel()
 		p := &ciliumv2.CiliumLocalRedirectPolicy{ObjectMeta: metav1.ObjectMeta{Name: "node-local-dns", UID: "p-uid"}}
