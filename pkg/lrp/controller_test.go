@@ -2,6 +2,7 @@ package lrp
 
 import (
 	"fmt"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"maps"
 	"net/netip"
 	"slices"
@@ -911,4 +912,184 @@ func TestAddressPolicies(t *testing.T) {
 		_, e2 := addressPolicy()
 		return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2)
 	})
+}
+
+// TestEventStormOnStatusUpdates (issue: event storms): with Cilium's local
+// redirect policies off, every DaemonSet status update reconciles and says
+// so again; the events library keyed each on the DaemonSet's
+// resourceVersion, so 40 status updates made 40 Events. One is enough.
+func TestEventStormOnStatusUpdates(t *testing.T) {
+	s := newScenario(t)
+	s.install("false", "quay.io/cilium/cilium:v1.20.2", cacheContainerPorts("dns", "dns-tcp", 5353))
+	s.startController(s.cfg)
+	s.waitEvent(ReasonLRPDisabled)
+	for i := range 40 {
+		s.setRollout(3, 3, int32(i%3)+1) // a status update each time
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // the events library writes in batches
+	if n := len(s.events(ReasonLRPDisabled)); n != 1 {
+		t.Errorf("%d %s Events after 40 status updates, want 1", n, ReasonLRPDisabled)
+	}
+	created := 0
+	for _, note := range s.events(ReasonCreated) {
+		if strings.HasPrefix(note, "redirecting") {
+			created++
+		}
+	}
+	if created != 1 {
+		t.Errorf("%d %s Events for the policy, want 1", created, ReasonCreated)
+	}
+}
+
+// TestRolloutWaitsQuietly (issue: event storms): a 50-node rollout after a
+// port change made one WaitingForCache Event per status update (51); one
+// per cause is enough, its counts are in the log.
+func TestRolloutWaitsQuietly(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.startController(s.cfg)
+	s.waitPolicy(nil)
+	ds := s.cacheDaemonSet()
+	ds.Spec.Template.Spec.Containers[0].Ports = cacheContainerPorts("dns", "dns-tcp", 5354)
+	if err := s.c.Update(s.ctx(), ds); err != nil {
+		t.Fatal(err)
+	}
+	s.waitNoPolicy()
+	for updated := int32(0); updated <= 50; updated++ {
+		s.setRollout(50, updated, 50)
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.waitPolicy(nil)
+	time.Sleep(2 * time.Second)
+	rolling := 0
+	notes := s.events(ReasonWaiting)
+	for _, n := range notes {
+		if strings.Contains(n, "is rolling out") {
+			rolling++
+		}
+	}
+	if rolling != 1 {
+		t.Errorf("%d %s Events for the rollout in 51 status updates, want 1: %q", rolling, ReasonWaiting, notes)
+	}
+}
+
+// TestKubeDNSWithOnlyUDPPort (issue: kube-dns with only a UDP port): the
+// policy redirected dns 53/UDP, kube-dns-upstream copied only 53/UDP, and
+// the caches, which forward cluster names over TCP, had nowhere to send
+// them. The upstream now carries TCP 53 on CoreDNS's target port.
+func TestKubeDNSWithOnlyUDPPort(t *testing.T) {
+	s := newScenario(t)
+	s.cilium("true", "quay.io/cilium/cilium:v1.20.2")
+	s.kubeDNS(dnsServicePortsFixture()[:1])
+	s.daemonSet(cacheContainerPorts("dns", "dns-tcp", 5353))
+	s.upstreamEndpoints(true)
+	s.setReady(1)
+	s.startController(s.cfg)
+	p := s.waitPolicy(nil)
+	if fp := p.Spec.RedirectFrontend.ServiceMatcher.ToPorts; len(fp) != 1 || fp[0].Protocol != "UDP" {
+		t.Errorf("frontend %+v, want kube-dns's one UDP port", fp)
+	}
+	up, err := s.upstream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tcp *corev1.ServicePort
+	for i, sp := range up.Spec.Ports {
+		if sp.Protocol == corev1.ProtocolTCP && sp.Port == 53 {
+			tcp = &up.Spec.Ports[i]
+		}
+	}
+	if tcp == nil || tcp.TargetPort != dnsServicePortsFixture()[0].TargetPort {
+		t.Errorf("kube-dns-upstream ports %+v, want a TCP port 53 on kube-dns's UDP target port", up.Spec.Ports)
+	}
+}
+
+// TestWithdrawalDoesNotWaitForTheUpstream (issue: a withdrawal waits for the
+// upstream): with kube-dns-upstream gone and its re-creation refused (an
+// admission policy here; a webhook, a quota or a taken address alike), a port change
+// left the policy on 5353 for 88 s while the caches rolled to 5354: the
+// redirect with no backend the design exists to prevent. The withdrawal
+// now comes first. The refusal is an admission policy, as a webhook would.
+func TestWithdrawalDoesNotWaitForTheUpstream(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.startController(s.cfg)
+	s.waitPolicy(nil)
+	s.refuseUpstreamWrites()
+	up, err := s.upstream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.c.Delete(s.ctx(), up); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if _, err := s.upstream(); err == nil {
+		t.Fatal("kube-dns-upstream was re-created despite the quota: the test cannot show the withdrawal")
+	}
+	ds := s.cacheDaemonSet()
+	ds.Spec.Template.Spec.Containers[0].Ports = cacheContainerPorts("dns", "dns-tcp", 5354)
+	if err := s.c.Update(s.ctx(), ds); err != nil {
+		t.Fatal(err)
+	}
+	changed := time.Now()
+	s.waitNoPolicy()
+	if d := time.Since(changed); d > 5*time.Second {
+		t.Errorf("the policy was withdrawn %v after the port change, want within 5 s", d.Round(time.Millisecond))
+	}
+}
+
+// refuseUpstreamWrites has the API server refuse every write of
+// kube-dns-upstream in the scenario's namespace, as a webhook would.
+func (s *scenario) refuseUpstreamWrites() {
+	s.t.Helper()
+	name := "refuse-" + s.ns
+	s.create(&admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				ResourceNames: []string{s.names.UpstreamService},
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"services"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{Expression: "false", Message: "the test refuses kube-dns-upstream"}},
+		},
+	})
+	s.create(&admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": s.ns}}},
+		},
+	})
+	// The API server takes a moment to load a new policy.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		probe := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: s.names.UpstreamService, Namespace: s.ns},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 53}}}}
+		up, err := s.upstream()
+		if err == nil {
+			probe = up
+			probe.Labels = map[string]string{"lrpdns.test/probe": "1"}
+			err = s.c.Update(s.ctx(), probe)
+		} else {
+			err = s.c.Create(s.ctx(), probe)
+			if err == nil {
+				_ = s.c.Delete(s.ctx(), probe)
+			}
+		}
+		if err != nil && strings.Contains(err.Error(), "the test refuses") {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("the admission policy refusing kube-dns-upstream did not take effect: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

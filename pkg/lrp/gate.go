@@ -88,7 +88,7 @@ func rolledOut(ds *appsv1.DaemonSet) wait {
 	st := ds.Status
 	switch {
 	case st.ObservedGeneration < ds.Generation:
-		return wait{action: "WaitForRollout", note: fmt.Sprintf("the DaemonSet controller has not yet seen generation %d of DaemonSet %s/%s", ds.Generation, ds.Namespace, ds.Name)}
+		return wait{action: "WaitForGeneration", note: fmt.Sprintf("the DaemonSet controller has not yet seen generation %d of DaemonSet %s/%s", ds.Generation, ds.Namespace, ds.Name)}
 	case st.UpdatedNumberScheduled < st.DesiredNumberScheduled:
 		return wait{action: "WaitForRollout", note: fmt.Sprintf("DaemonSet %s/%s is rolling out: %d of %d nodes run the current pod template",
 			ds.Namespace, ds.Name, st.UpdatedNumberScheduled, st.DesiredNumberScheduled)}

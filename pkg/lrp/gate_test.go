@@ -19,7 +19,7 @@ func TestRolledOut(t *testing.T) {
 	}{
 		{"complete", 2, appsv1.DaemonSetStatus{ObservedGeneration: 2, DesiredNumberScheduled: 3, UpdatedNumberScheduled: 3, NumberReady: 3}, "", ""},
 		{"complete, some pods not ready", 2, appsv1.DaemonSetStatus{ObservedGeneration: 2, DesiredNumberScheduled: 3, UpdatedNumberScheduled: 3, NumberReady: 1}, "", ""},
-		{"template change not seen yet", 3, appsv1.DaemonSetStatus{ObservedGeneration: 2, DesiredNumberScheduled: 3, UpdatedNumberScheduled: 3, NumberReady: 3}, "WaitForRollout", "generation 3"},
+		{"template change not seen yet", 3, appsv1.DaemonSetStatus{ObservedGeneration: 2, DesiredNumberScheduled: 3, UpdatedNumberScheduled: 3, NumberReady: 3}, "WaitForGeneration", "generation 3"},
 		{"old pods left (lameduck included)", 2, appsv1.DaemonSetStatus{ObservedGeneration: 2, DesiredNumberScheduled: 3, UpdatedNumberScheduled: 2, NumberReady: 3}, "WaitForRollout", "2 of 3 nodes"},
 		{"nothing ready", 1, appsv1.DaemonSetStatus{ObservedGeneration: 1, DesiredNumberScheduled: 3, UpdatedNumberScheduled: 3}, "WaitForReadyPod", "no ready pods"},
 		{"no nodes", 1, appsv1.DaemonSetStatus{ObservedGeneration: 1}, "WaitForReadyPod", "no ready pods"},

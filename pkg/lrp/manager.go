@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -152,7 +153,7 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 		skipNameValidation: o.skipNameValidation,
 		APIReader:          mgr.GetAPIReader(),
 		Discovery:          dc,
-		Events:             mgr.GetEventRecorder("lrpdns"),
+		Events:             newQuietRecorder(mgr.GetEventRecorder("lrpdns"), scheme, clock.RealClock{}),
 		Names:              o.Names,
 		Cilium:             o.Cilium,
 	}

@@ -158,7 +158,29 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 	if len(r.upstreamIPs) == 0 {
 		r.upstreamIPs = recordedUpstreamIPs(ctx, cur)
 	}
-	current, wait, err := r.applyUpstream(ctx, ds, upstream, cur != nil)
+	// Withdrawals first, before any read or write of the upstream or of
+	// Cilium's objects: a policy whose immutable spec no longer matches the
+	// caches must go now, whatever those say.
+	currents := map[string]*ciliumv2.CiliumLocalRedirectPolicy{r.Names.Policy: cur}
+	for _, want := range policies {
+		c := cur
+		if want.Name != r.Names.Policy {
+			if c, err = r.currentPolicy(ctx, want.Name); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+		if c, err = r.withdrawChanged(ctx, ds, c, want); err != nil {
+			return ctrl.Result{}, err
+		}
+		currents[want.Name] = c
+	}
+	if cur != nil && currents[r.Names.Policy] == nil {
+		// Withdrawn: the upstream no longer names it as an owner.
+		if upstream, err = DesiredUpstreamService(r.Names, kubeDNS, ds, nil); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	current, wait, err := r.applyUpstream(ctx, ds, upstream, currents[r.Names.Policy] != nil)
 	if err != nil || wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, err
 	}
@@ -181,13 +203,7 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 		res.RequeueAfter = r.recheck()
 	}
 	for _, want := range policies {
-		c := cur
-		if want.Name != r.Names.Policy {
-			if c, err = r.currentPolicy(ctx, want.Name); err != nil {
-				return res, err
-			}
-		}
-		retry, err := r.ensurePolicy(ctx, ds, c, want, current)
+		retry, err := r.ensurePolicy(ctx, ds, currents[want.Name], want, current)
 		if err != nil {
 			return res, err
 		}
@@ -252,25 +268,15 @@ func (r *Reconciler) key(name string) types.NamespacedName {
 // template (see cacheReady).
 func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur, want *ciliumv2.CiliumLocalRedirectPolicy, upstream *corev1.Service) (time.Duration, error) {
 	log := logf.FromContext(ctx)
-	if cur != nil && specChanged(cur, want) {
-		if err := r.Client.Delete(ctx, cur, client.Preconditions{UID: &cur.UID}); err != nil && !apierrors.IsNotFound(err) {
-			return 0, fmt.Errorf("failed to delete CiliumLocalRedirectPolicy %s to change its ports: %w", klog.KObj(cur), err)
-		}
-		r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonWithdrawn, "Delete",
-			"the redirect %s changes (frontend %s -> %s, backend %s -> %s) and its spec is immutable: withdrawn, DNS goes to %s until every %s pod runs the new template, then re-created",
-			want.Name, describeFrontendPorts(cur), describeFrontendPorts(want),
-			describeBackendPorts(cur.Spec.RedirectBackend.ToPorts), describeBackendPorts(want.Spec.RedirectBackend.ToPorts),
-			r.fallback(want), ds.Name)
-		log.Info("withdrew CiliumLocalRedirectPolicy until the rollout completes", "policy", klog.KObj(cur))
-		cur = nil
-	}
 	if cur == nil {
 		w, err := r.cacheReady(ctx, ds, upstream)
 		if err != nil {
 			return 0, err
 		}
 		if w != (wait{}) {
-			if w.action != r.waiting.action || w.note != r.waiting.note {
+			// One Event per cause: the note's counts change with every
+			// status update of a rollout; the log has them.
+			if w.action != r.waiting.action {
 				r.waiting = w
 				r.Events.Eventf(ds, nil, corev1.EventTypeNormal, ReasonWaiting, w.action, "not redirecting yet: %s", w.note)
 				log.Info("not redirecting yet", "reason", w.note, "daemonset", klog.KObj(ds))
@@ -301,6 +307,24 @@ func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur
 		log.Info("repaired CiliumLocalRedirectPolicy metadata", "policy", klog.KObj(want))
 	}
 	return 0, nil
+}
+
+// withdrawChanged deletes cur when its immutable spec must change, and
+// returns what is left (nil then).
+func (r *Reconciler) withdrawChanged(ctx context.Context, ds *appsv1.DaemonSet, cur, want *ciliumv2.CiliumLocalRedirectPolicy) (*ciliumv2.CiliumLocalRedirectPolicy, error) {
+	if cur == nil || !specChanged(cur, want) {
+		return cur, nil
+	}
+	if err := r.Client.Delete(ctx, cur, client.Preconditions{UID: &cur.UID}); err != nil && !apierrors.IsNotFound(err) {
+		return cur, fmt.Errorf("failed to delete CiliumLocalRedirectPolicy %s to change its ports: %w", klog.KObj(cur), err)
+	}
+	r.Events.Eventf(ds, want, corev1.EventTypeNormal, ReasonWithdrawn, "Delete",
+		"the redirect %s changes (frontend %s -> %s, backend %s -> %s) and its spec is immutable: withdrawn, DNS goes to %s until every %s pod runs the new template, then re-created",
+		want.Name, describeFrontendPorts(cur), describeFrontendPorts(want),
+		describeBackendPorts(cur.Spec.RedirectBackend.ToPorts), describeBackendPorts(want.Spec.RedirectBackend.ToPorts),
+		r.fallback(want), ds.Name)
+	logf.FromContext(ctx).Info("withdrew CiliumLocalRedirectPolicy until the rollout completes", "policy", klog.KObj(cur))
+	return nil, nil
 }
 
 // specChanged reports whether an immutable field differs.
