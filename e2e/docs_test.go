@@ -40,7 +40,7 @@ func TestVerifyDocCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(cmds) != 3 || cmds[0] != "lrpdns verify" || !strings.Contains(cmds[1], "--hubble-server localhost:4245") ||
-		!strings.HasPrefix(cmds[2], "hubble observe") || !strings.Contains(cmds[2], "--port 53 --port 5353") || !strings.HasSuffix(cmds[2], "lrpdns verify --flows -") {
+		!strings.HasPrefix(cmds[2], "hubble observe") || !strings.Contains(cmds[2], "--port 53 --port 5353") || !strings.HasSuffix(cmds[2], "lrpdns verify --flows - --kubeconfig ~/.kube/config") {
 		t.Errorf("docs/verify.md's commands %q", cmds)
 	}
 }

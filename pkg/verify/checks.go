@@ -17,6 +17,7 @@ import (
 	v1 "github.com/cilium/cilium/pkg/hubble/api/v1"
 	"github.com/cilium/cilium/pkg/hubble/filters"
 	monitorAPI "github.com/cilium/cilium/pkg/monitor/api"
+	"google.golang.org/protobuf/proto"
 )
 
 // Config says what the path looks like in this cluster.
@@ -182,8 +183,14 @@ func (c Config) checks() []check {
 		{
 			name: "clients-to-cache", want: true,
 			desc: fmt.Sprintf("clients reach a node-local cache pod on port %s%s", strings.Join(dnsPorts, "/"), over),
-			// CoreDNS's own forwards to its upstream are no client's.
-			scope: filterSet{white: []*flowpb.FlowFilter{requests}, black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}, {SourceLabel: []string{kubeDNS}}}},
+			// Queries for kube-dns: delivered to (or dropped on the way to)
+			// a cache pod or a CoreDNS pod. CoreDNS's own forwards to its
+			// upstream, and queries sent straight to another resolver, are no
+			// client's.
+			scope: filterSet{
+				white: []*flowpb.FlowFilter{withDestination(requests, cache), withDestination(requests, kubeDNS)},
+				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}, {SourceLabel: []string{kubeDNS}}},
+			},
 			match: filterSet{
 				white: []*flowpb.FlowFilter{{DestinationLabel: []string{cache}, DestinationPort: dnsPorts, Reply: []bool{false}, Verdict: delivered, IpVersion: ipVersion}},
 				black: []*flowpb.FlowFilter{{SourceLabel: []string{cache}}, policyVerdicts},
@@ -255,6 +262,13 @@ func (c Config) checks() []check {
 			whenBad: "an external name was sent to CoreDNS",
 		},
 	}
+}
+
+// withDestination is f limited to destinations with the label selector.
+func withDestination(f *flowpb.FlowFilter, sel string) *flowpb.FlowFilter {
+	c := proto.Clone(f).(*flowpb.FlowFilter)
+	c.DestinationLabel = []string{sel}
+	return c
 }
 
 func withDNSQuery(f *flowpb.FlowFilter, q []string) *flowpb.FlowFilter {

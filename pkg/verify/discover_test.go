@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	slimv1 "github.com/cilium/cilium/pkg/k8s/slim/k8s/apis/meta/v1"
@@ -110,6 +111,10 @@ func TestDiscoverFromPolicy(t *testing.T) {
 	want.CacheSelector = "k8s:app.kubernetes.io/name=dns-cache"
 	want.KubeDNSSelector = "k8s:app.kubernetes.io/name=rke2-coredns,k8s:k8s-app=kube-dns"
 	want.CachePort, want.KubeDNSPorts = 5300, []int{1053}
+	if got.RedirectCreated.IsZero() || time.Since(got.RedirectCreated) > time.Minute {
+		t.Errorf("RedirectCreated %v, want the policy's creation a moment ago", got.RedirectCreated)
+	}
+	want.RedirectCreated = got.RedirectCreated
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("discovered config (-want +got):\n%s", diff)
 	}

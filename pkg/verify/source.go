@@ -75,15 +75,32 @@ func Window(flows []*observerpb.GetFlowsResponse, d time.Duration) []*observerpb
 	if d <= 0 || len(flows) == 0 {
 		return flows
 	}
+	newest := Newest(flows)
+	var out []*observerpb.GetFlowsResponse
+	for _, f := range flows {
+		if !f.GetFlow().GetTime().AsTime().Before(newest.Add(-d)) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Newest is the time of the newest flow (zero: none).
+func Newest(flows []*observerpb.GetFlowsResponse) time.Time {
 	var newest time.Time
 	for _, f := range flows {
 		if t := f.GetFlow().GetTime().AsTime(); t.After(newest) {
 			newest = t
 		}
 	}
+	return newest
+}
+
+// Since keeps the flows at or after t.
+func Since(flows []*observerpb.GetFlowsResponse, t time.Time) []*observerpb.GetFlowsResponse {
 	var out []*observerpb.GetFlowsResponse
 	for _, f := range flows {
-		if !f.GetFlow().GetTime().AsTime().Before(newest.Add(-d)) {
+		if !f.GetFlow().GetTime().AsTime().Before(t) {
 			out = append(out, f)
 		}
 	}

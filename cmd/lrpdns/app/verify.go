@@ -115,8 +115,10 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	// Flows from before the redirect existed (an install a minute ago, a
 	// port change that re-created it) show the path without it: the window
 	// starts once Cilium has had it for a moment.
-	if !c.RedirectCreated.IsZero() && f.file == "" {
-		if age := time.Since(c.RedirectCreated) - redirectSettle; age < f.since {
+	effective := time.Time{}
+	if !c.RedirectCreated.IsZero() {
+		effective = c.RedirectCreated.Add(redirectSettle)
+		if age := time.Since(effective); f.file == "" && age < f.since {
 			f.since = max(age, time.Second)
 			fmt.Fprintf(stderr, "verify: the redirect was created %v ago: judging the flows of the last %v, since it took effect\n",
 				time.Since(c.RedirectCreated).Round(time.Second), f.since.Round(time.Second))
@@ -150,6 +152,15 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if err != nil {
 		return err
+	}
+	// A recording made before the policy existed (archived flows judged
+	// against today's cluster) is judged whole.
+	if !effective.IsZero() && verify.Newest(flows).After(effective) {
+		kept := verify.Since(flows, effective)
+		if n := len(flows) - len(kept); n > 0 {
+			fmt.Fprintf(stderr, "verify: %d flows from before the redirect took effect (%s) left out\n", n, effective.UTC().Format(time.RFC3339))
+		}
+		flows = kept
 	}
 	rep, err := verify.Evaluate(ctx, c, flows)
 	if err != nil {
