@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -22,13 +24,61 @@ const maxLine = 4 << 20
 
 var unmarshal = protojson.UnmarshalOptions{DiscardUnknown: true}
 
+// Incomplete is the error of a read that returned flows but not all of
+// them: Hubble Relay could not reach a node, or events were lost. A verdict
+// on such a record could pass a node whose failures went unrecorded, so
+// verify fails on it, with Hubble's own words.
+type Incomplete struct {
+	Problems []string
+}
+
+func (e *Incomplete) Error() string {
+	return "the flow record is incomplete: " + strings.Join(e.Problems, "; ")
+}
+
+// problem is what resp says is missing from the record ("": nothing).
+// A node that Relay connects to, or that left the cluster, misses nothing.
+func problem(resp *observerpb.GetFlowsResponse) string {
+	if ns := resp.GetNodeStatus(); ns != nil {
+		switch ns.GetStateChange() {
+		case relaypb.NodeState_NODE_UNAVAILABLE, relaypb.NodeState_NODE_ERROR:
+			msg := fmt.Sprintf("Hubble Relay: %s for %s", ns.GetStateChange(), strings.Join(ns.GetNodeNames(), ", "))
+			if ns.GetMessage() != "" {
+				msg += ": " + ns.GetMessage()
+			}
+			return msg
+		}
+	}
+	if le := resp.GetLostEvents(); le != nil {
+		msg := fmt.Sprintf("%d events lost at %s", le.GetNumEventsLost(), le.GetSource())
+		if resp.GetNodeName() != "" {
+			msg += " on " + resp.GetNodeName()
+		}
+		if le.GetCpu() != nil {
+			msg += fmt.Sprintf(" (CPU %d)", le.GetCpu().GetValue())
+		}
+		return msg
+	}
+	return ""
+}
+
+// incomplete is nil when problems is empty.
+func incomplete(problems []string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	return &Incomplete{Problems: problems}
+}
+
 // ReadFlows reads `hubble observe -o jsonpb` output: one GetFlowsResponse per
 // line, or one bare Flow per line (the other shape Hubble tools write).
-// Lines that are not flows (node status, lost events) are skipped.
+// Node status and lost events are not flows: a node Relay could not reach
+// or lost events make the error an *Incomplete, returned with the flows.
 func ReadFlows(r io.Reader) ([]*observerpb.GetFlowsResponse, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), maxLine)
 	var out []*observerpb.GetFlowsResponse
+	var problems []string
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Bytes()
 		if len(trimSpace(line)) == 0 {
@@ -44,6 +94,9 @@ func ReadFlows(r io.Reader) ([]*observerpb.GetFlowsResponse, error) {
 				return nil, fmt.Errorf("line %d: not a Hubble GetFlowsResponse: %w", n, err)
 			}
 			if resp.GetFlow() == nil {
+				if p := problem(resp); p != "" {
+					problems = append(problems, p)
+				}
 				continue
 			}
 		} else {
@@ -59,7 +112,7 @@ func ReadFlows(r io.Reader) ([]*observerpb.GetFlowsResponse, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("failed to read flows: %w", err)
 	}
-	return out, nil
+	return out, incomplete(problems)
 }
 
 func trimSpace(b []byte) []byte {
@@ -120,7 +173,9 @@ func FromServer(ctx context.Context, addr string, since time.Duration, c Config)
 }
 
 // Flows reads the flows of the last `since` that match any of whitelist
-// from a Hubble observer, as FromServer does.
+// from a Hubble observer, as FromServer does. Like ReadFlows, it returns
+// the flows with an *Incomplete when Relay reports a node it could not
+// reach or lost events.
 func Flows(ctx context.Context, addr string, since time.Duration, whitelist []*flowpb.FlowFilter) ([]*observerpb.GetFlowsResponse, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -138,16 +193,19 @@ func Flows(ctx context.Context, addr string, since time.Duration, whitelist []*f
 		return nil, fmt.Errorf("failed to get flows from %s: %w", addr, err)
 	}
 	var out []*observerpb.GetFlowsResponse
+	var problems []string
 	for {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return out, nil
+			return out, incomplete(problems)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("failed to read flows from %s: %w", addr, err)
 		}
 		if resp.GetFlow() != nil {
 			out = append(out, resp)
+		} else if p := problem(resp); p != "" {
+			problems = append(problems, p)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -170,6 +171,42 @@ func TestReadFlowsRejectsGarbage(t *testing.T) {
 	flows, err := ReadFlows(strings.NewReader(`{"node_status": {"state_change": "NODE_CONNECTED"}}` + "\n"))
 	if err != nil || len(flows) != 0 {
 		t.Errorf("node status line: %d flows, %v; want skipped", len(flows), err)
+	}
+}
+
+// A record with a hole in it fails closed: the flows come back with an
+// *Incomplete quoting Relay, so a node whose failures went unrecorded
+// cannot pass.
+func TestIncompleteRecord(t *testing.T) {
+	t.Parallel()
+	healthy, err := os.ReadFile("testdata/healthy.jsonpb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		line string
+		want string // "": complete
+	}{
+		{`{"node_status": {"state_change": "NODE_CONNECTED", "node_names": ["kind-worker"]}}`, ""},
+		{`{"node_status": {"state_change": "NODE_GONE", "node_names": ["kind-worker"]}}`, ""},
+		{`{"node_status": {"state_change": "NODE_UNAVAILABLE", "node_names": ["kind-worker2"], "message": "connection refused"}}`,
+			"Hubble Relay: NODE_UNAVAILABLE for kind-worker2: connection refused"},
+		{`{"node_status": {"state_change": "NODE_ERROR", "node_names": ["a", "b"]}}`, "Hubble Relay: NODE_ERROR for a, b"},
+		{`{"lost_events": {"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": "7", "cpu": 1}, "node_name": "kind-worker"}`,
+			"7 events lost at PERF_EVENT_RING_BUFFER on kind-worker (CPU 1)"},
+		{`{"lost_events": {"source": "HUBBLE_RING_BUFFER", "num_events_lost": "1"}}`, "1 events lost at HUBBLE_RING_BUFFER"},
+	} {
+		flows, err := ReadFlows(strings.NewReader(string(healthy) + tc.line + "\n"))
+		if len(flows) < 10 {
+			t.Errorf("%s: %d flows, want the recording's", tc.line, len(flows))
+		}
+		var inc *Incomplete
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v, want a complete record", tc.line, err)
+		case tc.want != "" && (!errors.As(err, &inc) || len(inc.Problems) != 1 || inc.Problems[0] != tc.want):
+			t.Errorf("%s: error %v, want *Incomplete %q", tc.line, err, tc.want)
+		}
 	}
 }
 

@@ -150,6 +150,12 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		defer stop()
 		flows, err = verify.FromServer(ctx, addr, f.since, c)
 	}
+	// A record with a hole in it is judged and shown, and fails whatever
+	// its verdict: a node whose flows went missing could look clean.
+	var incomplete *verify.Incomplete
+	if errors.As(err, &incomplete) {
+		err = nil
+	}
 	if err != nil {
 		return err
 	}
@@ -175,9 +181,17 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return err
 	}
 	if !rep.Passed() {
-		return ErrVerifyFailed
+		return errors.Join(ErrVerifyFailed, incompleteErr(incomplete))
 	}
-	return nil
+	return incompleteErr(incomplete)
+}
+
+// incompleteErr fails a verdict on an incomplete record (nil: complete).
+func incompleteErr(inc *verify.Incomplete) error {
+	if inc == nil {
+		return nil
+	}
+	return fmt.Errorf("verify: %w", inc)
 }
 
 // apply sets what needs parsing: --namespace, --kube-dns-ports and

@@ -56,6 +56,20 @@ func TestVerifyStdin(t *testing.T) {
 	}
 }
 
+// Relay's word that a node went unrecorded fails a record that would pass.
+func TestVerifyFailsAnIncompleteRecord(t *testing.T) {
+	healthy, err := os.ReadFile(fixtures + "healthy.jsonpb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := string(healthy) + `{"node_status": {"state_change": "NODE_UNAVAILABLE", "node_names": ["kind-worker2"], "message": "connection refused"}}` + "\n"
+	var out bytes.Buffer
+	err = runVerify(context.Background(), []string{"--flows", "-", "--since", "0", "--node-resolvers", "10.99.0.1"}, strings.NewReader(in), &out, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "NODE_UNAVAILABLE for kind-worker2: connection refused") || !strings.Contains(out.String(), "PASS") {
+		t.Errorf("a node Relay could not reach: %v, want the report and an error quoting Relay\n%s", err, out.String())
+	}
+}
+
 func TestVerifyFlagErrors(t *testing.T) {
 	t.Setenv("KUBECONFIG", "/nonexistent") // no cluster to read from
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
