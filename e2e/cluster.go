@@ -127,7 +127,7 @@ type kubectlCluster struct {
 	nodeExec string
 }
 
-// ErrNoNodeExec: the provider cannot run commands on its nodes.
+// ErrNoNodeExec is the error of a provider that cannot run commands on its nodes.
 var ErrNoNodeExec = errors.New("this provider cannot run commands on its nodes")
 
 func (c *kubectlCluster) NodeExec(ctx context.Context, node string, cmd ...string) (string, error) {
@@ -223,7 +223,7 @@ func (c *kubectlCluster) agentPod(ctx context.Context, node string) (string, err
 	out, err := c.Kubectl(ctx, "-n", "kube-system", "get", "pods", "-l", "k8s-app=cilium",
 		"--field-selector", "spec.nodeName="+node, "-o", "jsonpath={.items[0].metadata.name}")
 	if err != nil || out == "" {
-		return "", fmt.Errorf("no Cilium agent pod on %s: %v", node, err)
+		return "", fmt.Errorf("no Cilium agent pod on %s: %w", node, err)
 	}
 	return out, nil
 }

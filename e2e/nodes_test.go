@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"github.com/lrpdns/lrpdns/e2e/judge"
 	"strconv"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/lrpdns/lrpdns/e2e/judge"
 	"github.com/lrpdns/lrpdns/pkg/verify"
 )
 

@@ -59,21 +59,25 @@ type Allowance interface {
 	Cap() int
 }
 
-// UpstreamGap: while kube-dns-upstream is deleted, and until Cilium has the
-// re-created Service's endpoints, a cache has nowhere to forward a cluster
-// name it holds no answer for. Only never-seen cluster names qualify (a
-// cached name is answered, stale if need be), sent between the deletion and
-// Settle after the new Service had ready endpoints, as a timeout or
-// SERVFAIL.
+// UpstreamGap excuses a failure of this cause: while kube-dns-upstream is
+// deleted, and until Cilium has the re-created Service's endpoints, a cache
+// has nowhere to forward a cluster name it holds no answer for. Only
+// never-seen cluster names qualify (a cached name is answered, stale if
+// need be), sent between the deletion and Settle after the new Service had
+// ready endpoints, as a timeout or SERVFAIL.
 type UpstreamGap struct {
 	// Settle: how long after ready endpoints Cilium may still lack them.
 	Settle time.Duration
 	Max    int
 }
 
+// Name names the cause.
 func (UpstreamGap) Name() string { return "the upstream gap" }
-func (a UpstreamGap) Cap() int   { return a.Max }
 
+// Cap is how many failures of one client it excuses.
+func (a UpstreamGap) Cap() int { return a.Max }
+
+// Covers says why f is not this cause ("" when it is).
 func (a UpstreamGap) Covers(f Failure, _ Client, ev Evidence) string {
 	switch {
 	case ev.UpstreamDeleted.IsZero() || ev.UpstreamReady.IsZero():
@@ -89,15 +93,20 @@ func (a UpstreamGap) Covers(f Failure, _ Client, ev Evidence) string {
 	return ""
 }
 
-// NoBackend: Cilium swaps a redirect's backends (a rollout, a drain, the
-// policy's removal) in steps, and a packet or connect() in between finds no
-// backend: refused. Each refused query needs a count of Cilium's no-backend
-// datapath metric on the client's node during the scenario.
+// NoBackend excuses a failure of this cause: Cilium swaps a redirect's
+// backends (a rollout, a drain, the policy's removal) in steps, and a
+// packet or connect() in between finds no backend: refused. Each refused
+// query needs a count of Cilium's no-backend datapath metric on the
+// client's node during the scenario.
 type NoBackend struct{ Max int }
 
+// Name names the cause.
 func (NoBackend) Name() string { return "Cilium without a backend for a moment" }
-func (a NoBackend) Cap() int   { return a.Max }
 
+// Cap is how many failures of one client it excuses.
+func (a NoBackend) Cap() int { return a.Max }
+
+// Covers says why f is not this cause ("" when it is).
 func (NoBackend) Covers(f Failure, c Client, ev Evidence) string {
 	if f.Kind != KindRefused {
 		return fmt.Sprintf("a %s, not a refused socket", f.Kind)
@@ -108,11 +117,12 @@ func (NoBackend) Covers(f Failure, c Client, ev Evidence) string {
 	return ""
 }
 
-// ProxyUnanswered: with a DNS rule on the cache's egress (the suite's
-// visibility policy, any toFQDNs policy), Cilium's DNS proxy forwards the
-// cache's query upstream; when the upstream's answer is lost the proxy logs
-// the name after its 10 s wait. A timeout qualifies when the client's
-// node's agent logged its name within that wait after it was sent.
+// ProxyUnanswered excuses a failure of this cause: with a DNS rule on the
+// cache's egress (the suite's visibility policy, any toFQDNs policy),
+// Cilium's DNS proxy forwards the cache's query upstream; when the
+// upstream's answer is lost the proxy logs the name after its 10 s wait. A
+// timeout qualifies when the client's node's agent logged its name within
+// that wait after it was sent.
 type ProxyUnanswered struct {
 	// Wait is the proxy's wait for an answer before it logs (10 s) plus
 	// slack for the cache's own forward.
@@ -120,11 +130,15 @@ type ProxyUnanswered struct {
 	Max  int
 }
 
+// Name names the cause.
 func (ProxyUnanswered) Name() string {
 	return "a query Cilium's DNS proxy forwarded and never got answered"
 }
+
+// Cap is how many failures of one client it excuses.
 func (a ProxyUnanswered) Cap() int { return a.Max }
 
+// Covers says why f is not this cause ("" when it is).
 func (a ProxyUnanswered) Covers(f Failure, c Client, ev Evidence) string {
 	if f.Kind != KindTimeout {
 		return fmt.Sprintf("a %s, not a timeout", f.Kind)
@@ -138,16 +152,20 @@ func (a ProxyUnanswered) Covers(f Failure, c Client, ev Evidence) string {
 	return fmt.Sprintf("no agent on %s logged %s as unanswered within %v after %s", c.Node, name, a.Wait, clockOf(f.At))
 }
 
-// ByDesign: the scenario takes the redirect away from clients that have
-// nothing else at their address (the link-local address without classic
-// NodeLocal DNSCache, a socket connected before the redirect existed):
-// their timeouts and refusals are measured, not required. Wrong answers
-// and client errors still fail.
+// ByDesign excuses a failure of this cause: the scenario takes the redirect
+// away from clients that have nothing else at their address (the link-local
+// address without classic NodeLocal DNSCache, a socket connected before the
+// redirect existed): their timeouts and refusals are measured, not
+// required. Wrong answers and client errors still fail.
 type ByDesign struct{ Why string }
 
+// Name names the cause.
 func (a ByDesign) Name() string { return "by design: " + a.Why }
-func (ByDesign) Cap() int       { return ListCap }
 
+// Cap is how many failures of one client it excuses.
+func (ByDesign) Cap() int { return ListCap }
+
+// Covers says why f is not this cause ("" when it is).
 func (ByDesign) Covers(f Failure, _ Client, _ Evidence) string {
 	if f.Kind == KindWrong {
 		return "a wrong answer"
