@@ -88,6 +88,12 @@ down() {
     for p in $(ip netns pids "$NS" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
     ip netns del "$NS"
   fi
+  # A dockerd that died without stopping (a killed run, a rebooted
+  # container) leaves its mounts: container root filesystems, network
+  # namespaces, the data root's own bind mount. Innermost first.
+  local m
+  awk -v run="$RUN/" -v data="$DATA" '$2 ~ "^"run || $2 == data || index($2, data"/") == 1 {print $2}' /proc/mounts |
+    sort -r | while read -r m; do umount -l "$m" 2>/dev/null || log "could not unmount $m"; done
   rm -rf "$RUN"
 }
 
