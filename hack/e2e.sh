@@ -176,6 +176,10 @@ if [[ -n "$DUAL_STACK" ]]; then
 else
   cp e2e/kind.yaml "$kind_config"
 fi
+if [[ -z "$PULL" ]]; then
+  # The node image built here holds CoreDNS at the go.mod pin, not kubeadm's.
+  sed -i "s|^kubeadmConfigPatches:\$|&\n  - \|\n    kind: ClusterConfiguration\n    dns:\n      imageRepository: registry.k8s.io/coredns\n      imageTag: $COREDNS_VERSION|" "$kind_config"
+fi
 t0=$SECONDS
 innet "$KIND" delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
 innet "$KIND" create cluster --name "$CLUSTER" ${NODE_IMAGE:+--image "$NODE_IMAGE"} --config "$kind_config" --kubeconfig "$KUBECONFIG"

@@ -7,8 +7,9 @@
 #   plugins kind ships; kubelet, kubeadm, kubectl; and, preloaded into the
 #   node's containerd as `kind build node-image` does, the images kubeadm
 #   deploys (`kubeadm config images list`: kube-apiserver,
-#   kube-controller-manager, kube-scheduler, etcd, CoreDNS, pause), each
-#   built from the release kubeadm names.
+#   kube-controller-manager, kube-scheduler, etcd, pause), each built from
+#   the release kubeadm names, and CoreDNS at the release go.mod pins
+#   (make e2e points kubeadm at it).
 # The steps are those of kind's images/base/Dockerfile and of `kind build
 # node-image` (pkg/build/nodeimage), which cannot run here: both download
 # release binaries or pull images.
@@ -87,7 +88,9 @@ K8S=$(K8S_VERSION=$K8S_VERSION hack/k8s-bins.sh --all --kubectl --node)
 # What kubeadm deploys, as `kind build node-image` asks it.
 mapfile -t wanted < <("$K8S/kubeadm" config images list --kubernetes-version "$K8S_VERSION" 2>/dev/null)
 tag_of() { local i; for i in "${wanted[@]}"; do [[ "$i" == *"/$1:"* ]] && { echo "${i##*:}"; return; }; done; log "kubeadm lists no $1 image"; return 1; }
-etcd_tag=$(tag_of etcd) coredns_tag=$(tag_of coredns) pause_tag=$(tag_of pause)
+# CoreDNS: the release go.mod pins (the one make bench and the lab run)
+# rather than kubeadm's; make e2e tells kubeadm so (dns.imageTag).
+etcd_tag=$(tag_of etcd) coredns_tag=$COREDNS_VERSION pause_tag=$(tag_of pause)
 ETCD=$(K8S_VERSION=$K8S_VERSION ETCD_VERSION=v${etcd_tag%-*} hack/k8s-bins.sh)/etcd
 COREDNS=$(hack/coredns-bin.sh "$coredns_tag")
 K8S_SRC=$(GOFLAGS='' go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds, where no registry can be reached, the two base images our
 # Dockerfile starts from, and prints the build args that name them:
-#   BUILDER_IMAGE=lrpdns.local/golang:GOVERSION   Debian (hack/rootfs.sh)
-#     with this machine's Go toolchain in /usr/local/go, in place of golang:1.26
+#   BUILDER_IMAGE=lrpdns.local/golang:GOVERSION   Debian minbase (hack/rootfs.sh,
+#     the same root filesystem as the suite's glibc client) with this
+#     machine's Go toolchain in /usr/local/go, in place of golang:1.26; the
+#     build needs no git or certificates, the modules come vendored
 #   BASE_IMAGE=lrpdns.local/static:nonroot        hack/static-image.sh's base,
 #     user 65532, in place of gcr.io/distroless/static-debian12:nonroot
 # Cached by content. Needs a Docker engine and root.
@@ -11,7 +13,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 goroot=$(go env GOROOT) gover=$(go env GOVERSION)
 builder=lrpdns.local/golang:${gover#go}
-rootfs=$(hack/rootfs.sh "ca-certificates,git")
+rootfs=$(hack/rootfs.sh "")
 key=$( { echo "$rootfs"; sed -n '/^# --- builder ---$/,$p' "$0"; cat "$goroot/VERSION"; } | sha256sum | cut -c1-16)
 if [[ "$(docker image inspect -f '{{index .Config.Labels "lrpdns.local/key"}}' "$builder" 2>/dev/null)" != "$key" ]]; then
   # --- builder ---
