@@ -32,7 +32,18 @@ type loadClient struct {
 // with the redirect in place, lrpdns verify must pass on its last flows.
 func (s *suite) underLoad(t *testing.T, key, title string, d time.Duration, action func(ev *judge.Evidence)) {
 	t.Helper()
+	for _, f := range s.runLoad(t, key, title, d, action) {
+		errorf(t, "%s", f)
+	}
+}
+
+// runLoad is underLoad returning what failed instead of failing the test:
+// the failed clients' judgements (each a message) and, for a scenario that
+// ends redirected, verify's.
+func (s *suite) runLoad(t *testing.T, key, title string, d time.Duration, action func(ev *judge.Evidence)) []string {
+	t.Helper()
 	ctx := t.Context()
+	var fails []string
 	sc, ok := judge.Scenarios[key]
 	if !ok {
 		fatalf(t, "scenario %q is not in e2e/judge's table", key)
@@ -95,16 +106,19 @@ func (s *suite) underLoad(t *testing.T, key, title string, d time.Duration, acti
 		if d := judge.DNSErrors(judge.JoinFlows(during, after)); d != "" {
 			msg += "\n" + d
 		}
-		errorf(t, "%s", msg)
+		fails = append(fails, msg)
 	}
 	t.Logf("%s: evidence: upstream deleted %s, ready %s; Cilium's no-backend counts %v; %d unanswered forwards logged by DNS proxies",
 		title, clockOrNone(ev.UpstreamDeleted), clockOrNone(ev.UpstreamReady), ev.NoBackend, len(ev.ProxyTimeouts))
 	if took > d-judge.Baseline {
-		errorf(t, "%s took %v, longer than the queries around it (%v)", title, took.Round(time.Second), d)
+		fails = append(fails, fmt.Sprintf("%s took %v, longer than the queries around it (%v)", title, took.Round(time.Second), d))
 	}
 	if sc.Redirected && !strings.HasPrefix(key, "migration") {
-		s.verifyScenario(t, title, time.Since(end)+6*time.Second)
+		if why := s.verifyScenario(t, title, time.Since(end)+6*time.Second); why != "" {
+			fails = append(fails, why)
+		}
 	}
+	return fails
 }
 
 // verifyScenario requires lrpdns verify to pass on the last flows of a
@@ -117,7 +131,7 @@ func (s *suite) underLoad(t *testing.T, key, title string, d time.Duration, acti
 // connected and TCP kinds) stays where connect() sent it, CoreDNS if the
 // redirect was away for a while, until the client opens another; that is
 // socket load balancing, and logged.
-func (s *suite) verifyScenario(t *testing.T, title string, since time.Duration) {
+func (s *suite) verifyScenario(t *testing.T, title string, since time.Duration) string {
 	t.Helper()
 	keptPods := map[string]bool{}
 	for _, p := range s.kept {
@@ -133,14 +147,13 @@ func (s *suite) verifyScenario(t *testing.T, title string, since time.Duration) 
 		return kept(f.GetSource()) || kept(f.GetDestination())
 	})
 	if err != nil {
-		errorf(t, "%s: verify on the scenario's last flows: %v", title, err)
-		return
+		return fmt.Sprintf("%s: verify on the scenario's last flows: %v", title, err)
 	}
 	if !rep.Passed() {
-		errorf(t, "%s: lrpdns verify fails on the scenario's last %v of flows:\n%s", title, since.Round(time.Second), report(rep))
-		return
+		return fmt.Sprintf("%s: lrpdns verify fails on the scenario's last %v of flows:\n%s", title, since.Round(time.Second), report(rep))
 	}
 	t.Logf("%s: lrpdns verify passes on the scenario's last %v of flows", title, since.Round(time.Second))
+	return ""
 }
 
 // loadClients are a scenario's clients, each run for d: on the first

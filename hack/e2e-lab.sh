@@ -97,7 +97,7 @@ case "$LAB_FROM" in
 esac
 LAB_SUITE=${LAB_SUITE:-e2e}
 case "$LAB_SUITE" in
-  e2e) TEST_RUN='^TestE2E$' ;;
+  e2e) TEST_RUN=${E2E_RUN:-^TestE2E$} ;;
   fallback) TEST_RUN='^TestCiliumFallback$' ;;
   none) TEST_RUN='' ;;
   *) echo "e2e-lab: LAB_SUITE=$LAB_SUITE: want e2e, fallback or none" >&2; exit 2 ;;
@@ -490,7 +490,7 @@ suite() {
   LRPDNS_E2E_HELM_VALUES="$([[ "$LAB_INSTALL" == helm ]] && echo "$HELM_VALUES")" \
   LRPDNS_E2E_MANIFEST="$([[ "$LAB_INSTALL" == yaml ]] && echo "$REPO_ROOT/manifests/install.yaml")" \
     nsenter --net="/run/netns/$NODE_NS" sh -c "$join" "$CGROUP/$NODE/cgroup.procs" \
-      "$BIN/e2e.test" -test.v -test.count=1 -test.timeout=30m -test.run "$TEST_RUN")
+      "$BIN/e2e.test" -test.v -test.count=1 -test.timeout=45m -test.run "$TEST_RUN")
 }
 
 killpid() { if [[ -n "${1:-}" ]]; then kill "$1" 2>/dev/null || true; fi; }
