@@ -12,6 +12,7 @@ import (
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	slimv1 "github.com/cilium/cilium/pkg/k8s/slim/k8s/apis/meta/v1"
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -1091,5 +1092,59 @@ func (s *scenario) refuseUpstreamWrites() {
 			s.t.Fatalf("the admission policy refusing kube-dns-upstream did not take effect: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestStuckRolloutIsAWarning (issue: a stuck rollout withholds the redirect
+// forever, silently): one node whose old cache pod never finishes
+// terminating kept every node off the cache with Normal Events only. Once
+// the wait is longer than --withheld-warning, one Warning names that node
+// and its pod, and the waiting-since metric says since when.
+func TestStuckRolloutIsAWarning(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.startController(s.cfg, func(o *Options) { o.WithheldWarning = 2 * time.Second })
+	s.waitPolicy(nil)
+	if got := testutil.ToFloat64(waitingSince); got != 0 {
+		t.Errorf("waiting since %v with the redirect in place, want 0", got)
+	}
+	ds := s.cacheDaemonSet()
+	ds.Spec.Template.Spec.Containers[0].Ports = cacheContainerPorts("dns", "dns-tcp", 5354)
+	began := time.Now() // the wait begins at the withdrawal, after this
+	if err := s.c.Update(s.ctx(), ds); err != nil {
+		t.Fatal(err)
+	}
+	s.waitNoPolicy()
+	// node-a runs the new pod, ready; node-b's old pod is stuck
+	// terminating (a finalizer nobody removes); node-c's new pod is not
+	// ready yet.
+	s.cachePod("node-a", ds, true, false)
+	s.cachePod("node-b", ds, true, true)
+	s.cachePod("node-c", ds, false, false)
+	s.setRollout(3, 2, 2)
+	note := s.waitEvent(ReasonWithheld)
+	if held := time.Since(began); held < 2*time.Second {
+		t.Errorf("Warning after %v, want none before --withheld-warning (2s)", held)
+	}
+	for _, want := range []string{"2 of 3 nodes run the current pod template", "node-b (pod cache-node-b terminating since ", "node-c (pod cache-node-c not ready)"} {
+		if !strings.Contains(note, want) {
+			t.Errorf("Warning %q does not say %q", note, want)
+		}
+	}
+	if strings.Contains(note, "node-a") {
+		t.Errorf("Warning %q names node-a, whose pod is ready and current", note)
+	}
+	if since := testutil.ToFloat64(waitingSince); since < float64(began.Add(-time.Second).Unix()) || since > float64(time.Now().Unix()) {
+		t.Errorf("waiting since %v, want about %d", since, began.Unix())
+	}
+	s.setRollout(3, 2, 3) // a status update: no second Warning
+	time.Sleep(3 * time.Second)
+	if n := len(s.events(ReasonWithheld)); n != 1 {
+		t.Errorf("%d %s Events in one wait, want 1", n, ReasonWithheld)
+	}
+	s.setRollout(3, 3, 3)
+	s.waitPolicy(nil)
+	if got := testutil.ToFloat64(waitingSince); got != 0 {
+		t.Errorf("waiting since %v once the redirect is back, want 0", got)
 	}
 }

@@ -21,6 +21,10 @@ const (
 	ReasonWithdrawn = "PolicyWithdrawn"
 	// ReasonWaiting: no policy yet, and why.
 	ReasonWaiting = "WaitingForCache"
+	// ReasonWithheld: a Warning, once per wait, when the redirect has
+	// waited for the caches longer than Options.WithheldWarning; it names
+	// the nodes whose cache pods hold it up.
+	ReasonWithheld = "RedirectWithheld"
 	// ReasonFailed: a read or write of an object failed; the note carries
 	// the API's message.
 	ReasonFailed = "ReconcileFailed"

@@ -83,6 +83,10 @@ type Options struct {
 	// UpstreamDrain is how long kube-dns-upstream outlives the DaemonSet,
 	// for its terminating pods; default one minute.
 	UpstreamDrain time.Duration
+	// WithheldWarning is how long the redirect may wait for the cache pods
+	// before a RedirectWithheld Warning names the nodes holding it up;
+	// default ten minutes.
+	WithheldWarning time.Duration
 	// Self is the controller's own pod (SelfPod); nil: no drain.
 	Self *metav1.OwnerReference
 	// Addresses are cluster DNS addresses redirected next to kube-dns
@@ -143,12 +147,13 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 		c = wrap(c)
 	}
 	r := &Reconciler{
-		Client:         c,
-		Recheck:        o.Recheck,
-		UpstreamSettle: o.UpstreamSettle,
-		UpstreamDrain:  o.UpstreamDrain,
-		Self:           o.Self,
-		Addresses:      o.Addresses,
+		Client:          c,
+		Recheck:         o.Recheck,
+		UpstreamSettle:  o.UpstreamSettle,
+		UpstreamDrain:   o.UpstreamDrain,
+		WithheldWarning: o.WithheldWarning,
+		Self:            o.Self,
+		Addresses:       o.Addresses,
 
 		skipNameValidation: o.skipNameValidation,
 		APIReader:          mgr.GetAPIReader(),

@@ -36,6 +36,7 @@ const defaultRecheck = time.Minute
 // +kubebuilder:rbac:groups=apps,namespace=kube-system,resources=daemonsets/finalizers,resourceNames=node-local-dns,verbs=update
 // +kubebuilder:rbac:groups="",namespace=kube-system,resources=services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=discovery.k8s.io,namespace=kube-system,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",namespace=kube-system,resources=pods,verbs=list
 // +kubebuilder:rbac:groups=cilium.io,namespace=kube-system,resources=ciliumlocalredirectpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",namespace=kube-system,resources=configmaps,resourceNames=cilium-config,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,namespace=kube-system,resources=events,verbs=create;patch
@@ -60,6 +61,8 @@ type Reconciler struct {
 	UpstreamSettle time.Duration
 	// UpstreamDrain overrides upstreamDrain when positive.
 	UpstreamDrain time.Duration
+	// WithheldWarning overrides withheldWarning when positive.
+	WithheldWarning time.Duration
 	// Self is the controller's own pod, the owner of kube-dns-upstream while
 	// it drains; nil leaves the Service to the garbage collector.
 	Self *metav1.OwnerReference
@@ -80,6 +83,10 @@ type Reconciler struct {
 	// waiting is the last reason the policy was not created, so that it is
 	// said once.
 	waiting wait
+	// waitingSince is when the current wait began (zero: not waiting), and
+	// withheldWarned whether its Warning was sent.
+	waitingSince   time.Time
+	withheldWarned bool
 	// drainSince is when the DaemonSet was found gone with kube-dns-upstream
 	// still there (zero: not draining). A new leader drains again in full.
 	drainSince time.Time
@@ -281,9 +288,10 @@ func (r *Reconciler) ensurePolicy(ctx context.Context, ds *appsv1.DaemonSet, cur
 				r.Events.Eventf(ds, nil, corev1.EventTypeNormal, ReasonWaiting, w.action, "not redirecting yet: %s", w.note)
 				log.Info("not redirecting yet", "reason", w.note, "daemonset", klog.KObj(ds))
 			}
-			return w.retry, nil
+			return r.withheld(ctx, ds, w), nil
 		}
-		r.waiting = wait{}
+		r.waiting, r.waitingSince, r.withheldWarned = wait{}, time.Time{}, false
+		waitingSince.Set(0)
 		if err := r.apply(ctx, want); err != nil {
 			return 0, err
 		}

@@ -500,3 +500,41 @@ func (s *scenario) eventually(what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// cachePod creates a pod of ds on node, ready or not, and, when stuck,
+// deletes it with a finalizer that keeps it terminating.
+func (s *scenario) cachePod(node string, ds *appsv1.DaemonSet, ready, stuck bool) {
+	s.t.Helper()
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "cache-" + node, Namespace: s.ns, Labels: ds.Spec.Template.Labels,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: ds.Name, UID: ds.UID, Controller: ptr.To(true)}},
+		},
+		Spec: *ds.Spec.Template.Spec.DeepCopy(),
+	}
+	p.Spec.NodeName = node
+	if stuck {
+		p.Finalizers = []string{"lrpdns.test/stuck"}
+	}
+	s.create(p)
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
+	if err := s.c.Status().Update(s.ctx(), p); err != nil {
+		s.t.Fatal(err)
+	}
+	if stuck {
+		if err := s.c.Delete(s.ctx(), p); err != nil {
+			s.t.Fatal(err)
+		}
+		s.t.Cleanup(func() {
+			cur := &corev1.Pod{}
+			if err := s.c.Get(context.Background(), client.ObjectKeyFromObject(p), cur); err == nil {
+				cur.Finalizers = nil
+				_ = s.c.Update(context.Background(), cur)
+			}
+		})
+	}
+}

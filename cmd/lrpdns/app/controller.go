@@ -38,6 +38,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	metrics := fs.String("metrics-addr", ":8080", "Prometheus endpoint `HOST:PORT`; 0 disables")
 	health := fs.String("health-addr", ":8081", "/healthz and /readyz `HOST:PORT`; 0 disables")
 	drain := fs.Duration("upstream-drain", time.Minute, "how long the upstream Service outlives the DaemonSet, for its terminating pods (at least their lameduck and grace period)")
+	withheld := fs.Duration("withheld-warning", 10*time.Minute, "how long the redirect may wait for the cache pods (a rollout, a pod stuck terminating) before a RedirectWithheld Warning names the nodes holding it up")
 	addrs := fs.String("redirect-addresses", "", "cluster DNS `IP[,IP]` that are not a Service, redirected to the cache too: the kubelets' --cluster-dns of a cluster coming from classic NodeLocal DNSCache (169.254.20.10); one policy each")
 	dev := fs.Bool("log-dev", false, "human-readable logs")
 	if err := fs.Parse(args); err != nil {
@@ -45,6 +46,9 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *drain <= 0 {
 		return fmt.Errorf("--upstream-drain %v: want a positive duration", *drain)
+	}
+	if *withheld <= 0 {
+		return fmt.Errorf("--withheld-warning %v: want a positive duration", *withheld)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -70,7 +74,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.UserAgent = "lrpdns-controller/" + version.Version
 	mgr, err := lrp.NewManager(cfg, lrp.Options{Names: n, Cilium: c, LeaderElection: *leader, MetricsAddr: *metrics, HealthAddr: *health, UpstreamDrain: *drain,
-		Addresses: addresses, Self: lrp.SelfPod(os.Getenv("POD_NAME"), os.Getenv("POD_UID"))})
+		WithheldWarning: *withheld, Addresses: addresses, Self: lrp.SelfPod(os.Getenv("POD_NAME"), os.Getenv("POD_UID"))})
 	if err != nil {
 		return err
 	}
