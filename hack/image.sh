@@ -36,5 +36,9 @@ if [[ -n "${BUILDER_IMAGE:-}" ]]; then
 fi
 for target in node-cache lrpdns; do
   DOCKER_BUILDKIT=1 docker build -q --target "$target" "${args[@]}" -t "$IMAGE_REPO/$target:$IMAGE_TAG" "$ctx" >/dev/null
-  echo "image: $IMAGE_REPO/$target:$IMAGE_TAG ($(docker image inspect -f '{{.Size}}' "$IMAGE_REPO/$target:$IMAGE_TAG" | awk '{printf "%.1f MB", $1/1e6}'))" >&2
+  # The image runs as shipped (its user, its entrypoint) and says what it is.
+  got=$(docker run --rm --network none "$IMAGE_REPO/$target:$IMAGE_TAG" --version 2>&1) ||
+    { echo "image: docker run $IMAGE_REPO/$target:$IMAGE_TAG --version failed: $got" >&2; exit 1; }
+  [[ "$got" == *"$VERSION"* ]] || { echo "image: $target --version printed '$got', want version $VERSION" >&2; exit 1; }
+  echo "image: $IMAGE_REPO/$target:$IMAGE_TAG ($(docker image inspect -f '{{.Size}}' "$IMAGE_REPO/$target:$IMAGE_TAG" | awk '{printf "%.1f MB", $1/1e6}')): $got" >&2
 done
