@@ -35,6 +35,8 @@ type control struct {
 // negativeControls runs every control: each must make the scenario fail,
 // and the message names the control and what caught it.
 func (s *suite) negativeControls(t *testing.T) {
+	s.controlRunning = true
+	defer func() { s.controlRunning = false }()
 	for _, c := range s.controls() {
 		t.Run(c.name, func(t *testing.T) {
 			c.breakIt(t)

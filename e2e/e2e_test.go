@@ -84,8 +84,11 @@ type probeResult = judge.Report
 
 type suite struct {
 	cluster Cluster
-	c       client.Client
-	names   lrp.Names
+	// controlRunning: a negative control is running; its failures are
+	// expected.
+	controlRunning bool
+	c              client.Client
+	names          lrp.Names
 	// mix is the probe's names with the answers they must get.
 	mix []string
 	// kubeDNSv6 is kube-dns's IPv6 ClusterIP on a dual-stack cluster.
