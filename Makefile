@@ -57,7 +57,7 @@ image: ## Build the node-cache and lrpdns images (needs a Docker engine).
 	hack/image.sh
 
 .PHONY: e2e
-e2e: ## End-to-end proof: kind + Cilium + Hubble with a Docker engine, else the lab.
+e2e: ## End-to-end proof on kind + Cilium + Hubble (a Docker engine, or root to start one).
 	hack/e2e.sh
 
 .PHONY: e2e-lab
