@@ -158,19 +158,29 @@ func Pace(r Report, interval time.Duration) []string {
 		out = append(out, fmt.Sprintf("%d sent over %d s, want at least %.0f (%.0f%% of its pace before the action, %.1f/s)",
 			r.Sent, len(ps), want, MinPace*100, pace))
 	}
+	for _, at := range stalls(r, 1, StallSeconds) {
+		out = append(out, fmt.Sprintf("stalled: nothing sent for %d s from %s", StallSeconds, clockOf(at)))
+	}
+	return out
+}
+
+// stalls are the starts of the runs of `seconds` whole seconds with
+// nothing sent in r's timeline from second `from` on (the last second is
+// partial and not counted).
+func stalls(r Report, from, seconds int) []time.Time {
+	var at []time.Time
 	run := 0
-	for i, n := range ps[1 : len(ps)-1] {
-		if n > 0 {
+	for i := from; i < len(r.PerSecond)-1; i++ {
+		if r.PerSecond[i] > 0 {
 			run = 0
 			continue
 		}
 		run++
-		if run == StallSeconds {
-			at := r.Started.Add(time.Duration(i+2-StallSeconds) * time.Second)
-			out = append(out, fmt.Sprintf("stalled: nothing sent for %d s from %s", StallSeconds, clockOf(at)))
+		if run == seconds {
+			at = append(at, r.Started.Add(time.Duration(i+1-seconds)*time.Second))
 		}
 	}
-	return out
+	return at
 }
 
 // sparsePace is Pace for a client with a pause of interval (a second or
@@ -183,17 +193,8 @@ func sparsePace(r Report, interval time.Duration) []string {
 		out = append(out, fmt.Sprintf("%d sent over %v, want at least %.0f (%.0f%% of one every %v)", r.Sent, d, want, MinPace*100, interval))
 	}
 	gap := int(2*interval/time.Second) + 1
-	run := 0
-	for i, n := range r.PerSecond[:len(r.PerSecond)-1] {
-		if n > 0 {
-			run = 0
-			continue
-		}
-		run++
-		if run == gap {
-			at := r.Started.Add(time.Duration(i+1-gap) * time.Second)
-			out = append(out, fmt.Sprintf("stalled: nothing sent for %d s from %s (one query every %v)", gap, clockOf(at), interval))
-		}
+	for _, at := range stalls(r, 0, gap) {
+		out = append(out, fmt.Sprintf("stalled: nothing sent for %d s from %s (one query every %v)", gap, clockOf(at), interval))
 	}
 	return out
 }
