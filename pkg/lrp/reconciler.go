@@ -214,9 +214,7 @@ func (r *Reconciler) reconcile(ctx context.Context, ds *appsv1.DaemonSet) (ctrl.
 		if err != nil {
 			return res, err
 		}
-		if retry > 0 && (res.RequeueAfter == 0 || retry < res.RequeueAfter) {
-			res.RequeueAfter = retry
-		}
+		res.RequeueAfter = minPositive(res.RequeueAfter, retry)
 	}
 	return res, r.removeStalePolicies(ctx, ds, policies)
 }

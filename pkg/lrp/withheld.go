@@ -57,6 +57,7 @@ func (r *Reconciler) withheld(ctx context.Context, ds *appsv1.DaemonSet, w wait)
 	return w.retry
 }
 
+// minPositive is the sooner of two retries, 0 meaning none.
 func minPositive(a, b time.Duration) time.Duration {
 	if a <= 0 || b > 0 && b < a {
 		return b
