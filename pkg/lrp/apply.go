@@ -173,11 +173,13 @@ func (r *Reconciler) removeStalePolicies(ctx context.Context, ds *appsv1.DaemonS
 	return nil
 }
 
-// deletePolicies deletes every policy in the namespace that carries our
-// managed-by label, but those in keep, and returns their names.
+// deletePolicies deletes every policy of this install (our managed-by
+// label, part of our DaemonSet) in the namespace, but those in keep, and
+// returns their names. Another install's policies are not ours to delete.
 func (r *Reconciler) deletePolicies(ctx context.Context, keep map[string]bool) ([]string, error) {
 	list := &ciliumv2.CiliumLocalRedirectPolicyList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(r.Names.Namespace), client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
+	if err := r.Client.List(ctx, list, client.InNamespace(r.Names.Namespace),
+		client.MatchingLabels{ManagedByLabel: ManagedByValue, PartOfLabel: r.Names.DaemonSet}); err != nil {
 		return nil, fmt.Errorf("failed to list CiliumLocalRedirectPolicies: %w", err)
 	}
 	var deleted []string

@@ -2,7 +2,10 @@ package lrp
 
 import (
 	"fmt"
+	"io"
 	"maps"
+	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -15,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -1147,4 +1151,98 @@ func TestStuckRolloutIsAWarning(t *testing.T) {
 	if got := testutil.ToFloat64(waitingSince); got != 0 {
 		t.Errorf("waiting since %v once the redirect is back, want 0", got)
 	}
+}
+
+// TestTwoInstallsInOneNamespace (issue: two installs in one namespace
+// fight): each deleted every managed-by=lrpdns policy in the namespace, 147
+// create/delete cycles in 8 s, and both elected a leader on one fixed Lease.
+// Side by side, each with its own DaemonSet, policy and upstream names and
+// with leader election on, each now keeps its own policy, never deletes the
+// other's, and leads on a Lease of its own.
+func TestTwoInstallsInOneNamespace(t *testing.T) {
+	a := newScenario(t)
+	a.healthy()
+	b := &scenario{t: t, ns: a.ns, c: a.c, cfg: a.cfg, names: a.names}
+	b.names.DaemonSet, b.names.Policy, b.names.UpstreamService = "node-local-dns-b", "node-local-dns-b", "kube-dns-upstream-b"
+	b.daemonSet(cacheContainerPorts("dns", "dns-tcp", 5353))
+	b.upstreamEndpoints(true)
+	b.setReady(1)
+	leader := func(o *Options) { o.LeaderElection = true }
+	a.startController(a.cfg, leader)
+	b.startController(b.cfg, leader)
+	pa, pb := a.waitPolicy(nil), b.waitPolicy(nil)
+	// Before the change the two deleted each other's policy every few
+	// tens of milliseconds.
+	time.Sleep(3 * time.Second)
+	for _, s := range []struct {
+		sc  *scenario
+		uid string
+	}{{a, string(pa.UID)}, {b, string(pb.UID)}} {
+		p, err := s.sc.policy()
+		if err != nil || string(p.UID) != s.uid {
+			t.Errorf("policy %s: %v, UID %v, want the one first made (%s): the other install deleted it", s.sc.names.Policy, err, p.UID, s.uid)
+		}
+		lease := &coordinationv1.Lease{}
+		if err := a.c.Get(a.ctx(), client.ObjectKey{Namespace: a.ns, Name: s.sc.names.Lease()}, lease); err != nil {
+			t.Errorf("the Lease of install %s: %v", s.sc.names.DaemonSet, err)
+		} else if ptr.Deref(lease.Spec.HolderIdentity, "") == "" {
+			t.Errorf("Lease %s has no holder", lease.Name)
+		}
+	}
+	if a.names.Lease() == b.names.Lease() {
+		t.Errorf("both installs elect on Lease %s", a.names.Lease())
+	}
+}
+
+// TestReadinessFollowsReconciles (issue: health probes that are pings while
+// every reconcile fails): with every write of kube-dns-upstream refused,
+// /readyz failed nothing. It now fails once reconciles have failed for
+// UnreadyAfter, quoting the error, and passes again after one succeeds.
+func TestReadinessFollowsReconciles(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.refuseUpstreamWrites()
+	addr := freeAddr(t)
+	s.startController(s.cfg, func(o *Options) { o.HealthAddr, o.UnreadyAfter = addr, 2*time.Second })
+	readyz := func() (int, string) {
+		resp, err := http.Get("http://" + addr + "/readyz/reconcile")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	var code int
+	var body string
+	s.eventually("/readyz to fail", func() bool {
+		code, body = readyz()
+		return code == http.StatusInternalServerError
+	})
+	if !strings.Contains(body, "the test refuses kube-dns-upstream") {
+		t.Errorf("/readyz/reconcile said %q, want the reconcile's error", body)
+	}
+	if _, err := s.upstream(); err == nil {
+		t.Fatal("kube-dns-upstream exists: reconciles did not fail, the test shows nothing")
+	}
+	name := "refuse-" + s.ns
+	if err := s.c.Delete(s.ctx(), &admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	s.eventually("/readyz to pass once a reconcile succeeds", func() bool {
+		code, body = readyz()
+		return code == http.StatusOK
+	})
+	s.waitPolicy(nil)
+}
+
+// freeAddr is a loopback address with a port nothing listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -19,6 +19,9 @@ import (
 // Labels on every object the controller owns.
 const (
 	ManagedByLabel = "app.kubernetes.io/managed-by"
+	// PartOfLabel names the DaemonSet of the install an object belongs to:
+	// an install touches only its own objects.
+	PartOfLabel    = "app.kubernetes.io/part-of"
 	ManagedByValue = "lrpdns"
 )
 
@@ -59,6 +62,17 @@ func CheckAddress(addr netip.Addr) error {
 	return nil
 }
 
+// Lease is the leader-election Lease of the install: lrpdns-controller for
+// the manifests' DaemonSet (the name every release used), and
+// lrpdns-controller-DAEMONSET for any other, so that two installs in one
+// namespace elect a leader each.
+func (n Names) Lease() string {
+	if n.DaemonSet == DefaultNames().DaemonSet {
+		return "lrpdns-controller"
+	}
+	return "lrpdns-controller-" + n.DaemonSet
+}
+
 // DefaultNames are the names the manifests use.
 func DefaultNames() Names {
 	return Names{
@@ -92,7 +106,7 @@ func ownedMeta(name, namespace string, ds *appsv1.DaemonSet) metav1.ObjectMeta {
 	return metav1.ObjectMeta{
 		Name:            name,
 		Namespace:       namespace,
-		Labels:          map[string]string{ManagedByLabel: ManagedByValue, "app.kubernetes.io/part-of": ds.Name},
+		Labels:          map[string]string{ManagedByLabel: ManagedByValue, PartOfLabel: ds.Name},
 		OwnerReferences: []metav1.OwnerReference{ownerRef(ds)},
 	}
 }

@@ -87,6 +87,9 @@ type Options struct {
 	// before a RedirectWithheld Warning names the nodes holding it up;
 	// default ten minutes.
 	WithheldWarning time.Duration
+	// UnreadyAfter is how long reconciles may fail in a row before /readyz
+	// fails; default one minute.
+	UnreadyAfter time.Duration
 	// Self is the controller's own pod (SelfPod); nil: no drain.
 	Self *metav1.OwnerReference
 	// Addresses are cluster DNS addresses redirected next to kube-dns
@@ -131,7 +134,7 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 		Scheme:                  scheme,
 		Cache:                   CacheOptions(o.Names, policies),
 		LeaderElection:          o.LeaderElection,
-		LeaderElectionID:        "lrpdns-controller",
+		LeaderElectionID:        o.Names.Lease(),
 		LeaderElectionNamespace: o.Names.Namespace,
 		// Hand the Lease over at once on rollouts: the process exits right
 		// after the manager stops, so releasing early is safe.
@@ -152,6 +155,7 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 		UpstreamSettle:  o.UpstreamSettle,
 		UpstreamDrain:   o.UpstreamDrain,
 		WithheldWarning: o.WithheldWarning,
+		UnreadyAfter:    o.UnreadyAfter,
 		Self:            o.Self,
 		Addresses:       o.Addresses,
 
@@ -164,6 +168,9 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("reconcile", r.readyCheck); err != nil {
+		return nil, fmt.Errorf("failed to add ready check: %w", err)
 	}
 	return mgr, nil
 }

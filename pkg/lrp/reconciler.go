@@ -63,6 +63,8 @@ type Reconciler struct {
 	UpstreamDrain time.Duration
 	// WithheldWarning overrides withheldWarning when positive.
 	WithheldWarning time.Duration
+	// UnreadyAfter overrides unreadyAfter when positive.
+	UnreadyAfter time.Duration
 	// Self is the controller's own pod, the owner of kube-dns-upstream while
 	// it drains; nil leaves the Service to the garbage collector.
 	Self *metav1.OwnerReference
@@ -90,6 +92,8 @@ type Reconciler struct {
 	// drainSince is when the DaemonSet was found gone with kube-dns-upstream
 	// still there (zero: not draining). A new leader drains again in full.
 	drainSince time.Time
+	// health is the streak of failed reconciles, for readiness.
+	health health
 
 	skipNameValidation bool
 }
@@ -98,6 +102,7 @@ type Reconciler struct {
 // Event on the DaemonSet naming the object and the API's message, and counts
 // in lrpdns_controller_reconcile_errors_total.
 func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (res ctrl.Result, err error) {
+	defer func() { r.health.record(err, time.Now()) }()
 	ds := &appsv1.DaemonSet{}
 	err = r.Client.Get(ctx, r.key(r.Names.DaemonSet), ds)
 	if apierrors.IsNotFound(err) || (err == nil && ds.DeletionTimestamp != nil) {

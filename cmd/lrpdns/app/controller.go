@@ -34,7 +34,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	ciliumNS := fs.String("cilium-namespace", "", "namespace of Cilium's ConfigMap and DaemonSet; default: --namespace")
 	fs.StringVar(&c.ConfigMap, "cilium-config", c.ConfigMap, "Cilium's ConfigMap")
 	fs.StringVar(&c.DaemonSet, "cilium-daemonset", c.DaemonSet, "Cilium's agent DaemonSet")
-	leader := fs.Bool("leader-elect", true, "elect one active replica (Lease lrpdns-controller)")
+	leader := fs.Bool("leader-elect", true, "elect one active replica (Lease lrpdns-controller, or lrpdns-controller-DAEMONSET for another --daemonset)")
 	metrics := fs.String("metrics-addr", ":8080", "Prometheus endpoint `HOST:PORT`; 0 disables")
 	health := fs.String("health-addr", ":8081", "/healthz and /readyz `HOST:PORT`; 0 disables")
 	drain := fs.Duration("upstream-drain", time.Minute, "how long the upstream Service outlives the DaemonSet, for its terminating pods (at least their lameduck and grace period)")
