@@ -146,7 +146,7 @@ var knobs = map[string]any{
 			"zones": []any{map[string]any{"zone": "example.corp", "servers": []string{"10.160.0.10", "10.160.0.11:5353"}, "protocol": "tcp", "policy": "sequential", "maxConcurrent": 100}},
 		},
 	},
-	"controller": map[string]any{"replicas": 3, "goMemLimit": "200MiB", "priorityClassName": ""},
+	"controller": map[string]any{"replicas": 3, "goMemLimit": "200MiB", "priorityClassName": "", "ciliumVersion": "1.20.2"},
 }
 
 // TestChartKnobs: every knob reaches the cache, whose own flag parsing and
@@ -218,6 +218,9 @@ func TestChartKnobs(t *testing.T) {
 	if *d.Spec.Replicas != 3 || d.Spec.Template.Spec.PriorityClassName != "" || d.Spec.Template.Spec.Containers[0].Env[0].Value != "200MiB" {
 		t.Errorf("controller: replicas %d, priority class %q, env %v", *d.Spec.Replicas, d.Spec.Template.Spec.PriorityClassName, d.Spec.Template.Spec.Containers[0].Env)
 	}
+	if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--cilium-version=1.20.2") {
+		t.Errorf("ciliumVersion did not reach the controller's args %v", d.Spec.Template.Spec.Containers[0].Args)
+	}
 	cargs := append(slices.Clone(d.Spec.Template.Spec.Containers[0].Args), "-h") // parse every flag, then stop
 	if err := app.Run(context.Background(), cargs, io.Discard, io.Discard); err != nil {
 		t.Errorf("lrpdns %v: %v", cargs, err)
@@ -247,6 +250,7 @@ func TestSchemaRefuses(t *testing.T) {
 		{"protocol", map[string]any{"nodeCache": map[string]any{"config": map[string]any{"forward": map[string]any{"cluster": map[string]any{"protocol": "force_tcp"}}}}}, "/nodeCache/config/forward/cluster/protocol"},
 		{"duration", map[string]any{"nodeCache": map[string]any{"lameduck": "5 seconds"}}, "/nodeCache/lameduck"},
 		{"port name", map[string]any{"kubeDNS": map[string]any{"udpPortName": "DNS_UDP"}}, "/kubeDNS/udpPortName"},
+		{"cilium version", map[string]any{"controller": map[string]any{"ciliumVersion": "latest"}}, "/controller/ciliumVersion"},
 		{"zone without servers", map[string]any{"nodeCache": map[string]any{"config": map[string]any{"zones": []any{map[string]any{"zone": "a.example"}}}}}, "missing property 'servers'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

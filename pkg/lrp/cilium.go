@@ -43,7 +43,7 @@ func (r *Reconciler) checkCilium(ctx context.Context, ds *appsv1.DaemonSet) cili
 	log := logf.FromContext(ctx)
 	var res ciliumCheck
 	cm := &corev1.ConfigMap{}
-	switch err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Cilium.Namespace, Name: r.Cilium.ConfigMap}, cm); {
+	switch err := r.CiliumReader.Get(ctx, types.NamespacedName{Namespace: r.Cilium.Namespace, Name: r.Cilium.ConfigMap}, cm); {
 	case err != nil:
 		log.Info("cannot read Cilium's configuration; not checking enable-local-redirect-policy", "configmap", r.Cilium.Namespace+"/"+r.Cilium.ConfigMap, "err", err.Error())
 	default:
@@ -60,7 +60,7 @@ func (r *Reconciler) checkCilium(ctx context.Context, ds *appsv1.DaemonSet) cili
 	}
 
 	agent := &appsv1.DaemonSet{}
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Cilium.Namespace, Name: r.Cilium.DaemonSet}, agent); err != nil {
+	if err := r.CiliumReader.Get(ctx, types.NamespacedName{Namespace: r.Cilium.Namespace, Name: r.Cilium.DaemonSet}, agent); err != nil {
 		if !apierrors.IsNotFound(err) {
 			log.Info("cannot read Cilium's DaemonSet; not checking its version", "daemonset", r.Cilium.Namespace+"/"+r.Cilium.DaemonSet, "err", err.Error())
 		}
@@ -68,8 +68,14 @@ func (r *Reconciler) checkCilium(ctx context.Context, ds *appsv1.DaemonSet) cili
 	}
 	image := agentImage(agent)
 	v, ok := imageVersion(image)
+	if r.CiliumVersion != "" {
+		v, ok = version.MustParseSemantic(strings.TrimPrefix(r.CiliumVersion, "v")), true
+	}
 	if !ok {
-		log.Info("Cilium's image has no version tag; not checking its version", "image", image)
+		res.warned = true
+		r.Events.Eventf(ds, nil, corev1.EventTypeWarning, ReasonCiliumVersionUnknown, "Check",
+			"the image of Cilium's agent (%s in DaemonSet %s/%s) has no version tag: its release cannot be checked against the known faults of the redirect; "+
+				"give it with the controller's --cilium-version (Helm: controller.ciliumVersion)", image, agent.Namespace, agent.Name)
 		return res
 	}
 	verdict := judgeCilium(v)

@@ -1246,3 +1246,74 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// TestCiliumChangesAreActedOn (issue: Cilium changes are noticed only when
+// the DaemonSet changes): after the agent's image moved to v1.18.4 (a
+// known-fault range) the policy stayed until an unrelated status update of
+// the cache DaemonSet, and cilium-config was read only then too. Both are
+// watched now: the policy goes within seconds of the agent's change, comes
+// back with a good release, and a ConfigMap change is a Warning at once.
+func TestCiliumChangesAreActedOn(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.startController(s.cfg)
+	s.waitPolicy(nil)
+	s.setCiliumImage("quay.io/cilium/cilium:v1.18.4")
+	changed := time.Now()
+	s.waitNoPolicy()
+	if d := time.Since(changed); d > 5*time.Second {
+		t.Errorf("the policy went %v after Cilium moved to a faulty release, want within 5 s", d.Round(time.Millisecond))
+	}
+	if note := s.waitEvent(ReasonCiliumFault); !strings.Contains(note, "1.18.4") {
+		t.Errorf("event %q does not name the release", note)
+	}
+	s.setCiliumImage("quay.io/cilium/cilium:v1.20.2")
+	s.waitPolicy(nil)
+	s.ciliumConfig(map[string]string{"enable-local-redirect-policy": "false"})
+	changed = time.Now()
+	s.waitEvent(ReasonLRPDisabled)
+	if d := time.Since(changed); d > 5*time.Second {
+		t.Errorf("the Warning came %v after cilium-config changed, want within 5 s", d.Round(time.Millisecond))
+	}
+}
+
+// TestCiliumImageWithoutVersion (issue: a digest-only agent image skips the
+// version check with a log line only): it is a Warning that names the image
+// and --cilium-version; given, that release is checked.
+func TestCiliumImageWithoutVersion(t *testing.T) {
+	const digestOnly = "mirror.example/cilium/cilium@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	t.Run("unknown", func(t *testing.T) {
+		s := newScenario(t)
+		s.install("true", digestOnly, cacheContainerPorts("dns", "dns-tcp", 5353))
+		s.startController(s.cfg)
+		note := s.waitEvent(ReasonCiliumVersionUnknown)
+		for _, want := range []string{digestOnly, "--cilium-version", "controller.ciliumVersion"} {
+			if !strings.Contains(note, want) {
+				t.Errorf("event %q lacks %q", note, want)
+			}
+		}
+		s.waitPolicy(nil) // unknown is not faulty: a Warning, and the redirect
+	})
+	t.Run("given", func(t *testing.T) {
+		s := newScenario(t)
+		s.install("true", digestOnly, cacheContainerPorts("dns", "dns-tcp", 5353))
+		s.startController(s.cfg, func(o *Options) { o.CiliumVersion = "v1.18.4" })
+		if note := s.waitEvent(ReasonCiliumFault); !strings.Contains(note, "1.18.4") {
+			t.Errorf("event %q does not name the release given", note)
+		}
+		s.consistentlyNoPolicy(time.Second)
+	})
+}
+
+// setCiliumImage sets the image of Cilium's agent DaemonSet.
+func (s *scenario) setCiliumImage(image string) {
+	s.t.Helper()
+	ds := &appsv1.DaemonSet{}
+	if err := s.c.Get(s.ctx(), client.ObjectKey{Namespace: s.ns, Name: "cilium"}, ds); err != nil {
+		s.t.Fatal(err)
+	}
+	ds.Spec.Template.Spec.Containers[0].Image = image
+	if err := s.c.Update(s.ctx(), ds); err != nil {
+		s.t.Fatal(err)
+	}
+}

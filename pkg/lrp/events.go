@@ -10,6 +10,9 @@ const (
 	ReasonCRDMissing     = "LocalRedirectPolicyCRDMissing"
 	ReasonLRPDisabled    = "LocalRedirectPolicyDisabled"
 	ReasonCiliumTooOld   = "CiliumTooOld"
+	// ReasonCiliumVersionUnknown: the agent's image has no version tag and
+	// no --cilium-version was given.
+	ReasonCiliumVersionUnknown = "CiliumVersionUnknown"
 	// ReasonCiliumFault: the Cilium release has a known fault that would
 	// lose DNS through the redirect (ciliumFaults).
 	ReasonCiliumFault = "CiliumKnownFault"

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 )
 
 // Scheme knows the built-in types and Cilium's v2 API.
@@ -66,6 +67,22 @@ func CacheOptions(n Names, policies bool) cache.Options {
 	return o
 }
 
+// ciliumCacheOptions scope the informers on Cilium's objects: its
+// ConfigMap and agent DaemonSet, each by name, in Cilium's namespace (which
+// may not be ours).
+func ciliumCacheOptions(c CiliumNames, scheme *runtime.Scheme) cache.Options {
+	named := func(name string) map[string]cache.Config {
+		return map[string]cache.Config{c.Namespace: {FieldSelector: fields.OneTermEqualSelector("metadata.name", name)}}
+	}
+	return cache.Options{
+		Scheme: scheme,
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.ConfigMap{}: {Namespaces: named(c.ConfigMap)},
+			&appsv1.DaemonSet{}: {Namespaces: named(c.DaemonSet)},
+		},
+	}
+}
+
 // Options configure NewManager.
 type Options struct {
 	Names  Names
@@ -87,6 +104,9 @@ type Options struct {
 	// before a RedirectWithheld Warning names the nodes holding it up;
 	// default ten minutes.
 	WithheldWarning time.Duration
+	// CiliumVersion is the agent's release when its image has no version
+	// tag (a digest only); "" reads the tag.
+	CiliumVersion string
 	// UnreadyAfter is how long reconciles may fail in a row before /readyz
 	// fails; default one minute.
 	UnreadyAfter time.Duration
@@ -145,6 +165,17 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 	if err != nil {
 		return nil, fmt.Errorf("failed to create manager: %w", err)
 	}
+	// Cilium's objects, watched: a change of its configuration or agent is
+	// acted on at once, and reads cost no API request.
+	copts := ciliumCacheOptions(o.Cilium, scheme)
+	copts.Mapper = mgr.GetRESTMapper()
+	ciliumCache, err := cache.New(cfg, copts)
+	if err != nil {
+		return nil, fmt.Errorf("failed to create the cache of Cilium's objects: %w", err)
+	}
+	if err := mgr.Add(ciliumCache); err != nil {
+		return nil, fmt.Errorf("failed to add the cache of Cilium's objects: %w", err)
+	}
 	c := mgr.GetClient()
 	if wrap != nil {
 		c = wrap(c)
@@ -156,6 +187,8 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 		UpstreamDrain:   o.UpstreamDrain,
 		WithheldWarning: o.WithheldWarning,
 		UnreadyAfter:    o.UnreadyAfter,
+		CiliumVersion:   o.CiliumVersion,
+		CiliumReader:    ciliumCache,
 		Self:            o.Self,
 		Addresses:       o.Addresses,
 
@@ -166,7 +199,7 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 		Names:              o.Names,
 		Cilium:             o.Cilium,
 	}
-	if err := r.SetupWithManager(mgr); err != nil {
+	if err := r.SetupWithManager(mgr, ciliumCache); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddReadyzCheck("reconcile", r.readyCheck); err != nil {
@@ -178,7 +211,10 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 // SetupWithManager registers the watches. Every event maps to the one
 // request, the DaemonSet's name. Policies are watched if their CRD is
 // served at start; otherwise the manager stops once it is installed.
-func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
+// Cilium's ConfigMap and agent DaemonSet come from ciliumCache: every
+// change of the ConfigMap, and of the agent's spec (its image), not its
+// status, which changes with every agent pod.
+func (r *Reconciler) SetupWithManager(mgr manager.Manager, ciliumCache cache.Cache) error {
 	req := []ctrl.Request{{NamespacedName: r.key(r.Names.DaemonSet)}}
 	toDaemonSet := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []ctrl.Request { return req })
 	named := func(names ...string) predicate.Predicate {
@@ -200,7 +236,9 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 		WithOptions(controller.Options{SkipNameValidation: &r.skipNameValidation}).
 		For(&appsv1.DaemonSet{}, builder.WithPredicates(named(r.Names.DaemonSet))).
 		Watches(&corev1.Service{}, toDaemonSet, builder.WithPredicates(named(r.Names.KubeDNSService, r.Names.UpstreamService))).
-		Watches(&discoveryv1.EndpointSlice{}, toDaemonSet)
+		Watches(&discoveryv1.EndpointSlice{}, toDaemonSet).
+		WatchesRawSource(source.Kind[client.Object](ciliumCache, &corev1.ConfigMap{}, toDaemonSet)).
+		WatchesRawSource(source.Kind[client.Object](ciliumCache, &appsv1.DaemonSet{}, toDaemonSet, predicate.GenerationChangedPredicate{}))
 	if served {
 		policies := []string{r.Names.Policy}
 		for _, a := range r.Addresses {

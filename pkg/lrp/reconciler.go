@@ -38,7 +38,7 @@ const defaultRecheck = time.Minute
 // +kubebuilder:rbac:groups=discovery.k8s.io,namespace=kube-system,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",namespace=kube-system,resources=pods,verbs=list
 // +kubebuilder:rbac:groups=cilium.io,namespace=kube-system,resources=ciliumlocalredirectpolicies,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",namespace=kube-system,resources=configmaps,resourceNames=cilium-config,verbs=get
+// +kubebuilder:rbac:groups="",namespace=kube-system,resources=configmaps,resourceNames=cilium-config,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,namespace=kube-system,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=kube-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
@@ -47,9 +47,15 @@ const defaultRecheck = time.Minute
 type Reconciler struct {
 	// Client reads from the manager's scoped cache and writes.
 	Client client.Client
-	// APIReader reads what is not cached: cilium-config and Cilium's
-	// DaemonSet, each once per reconcile.
+	// APIReader reads what is not cached: the cache pods, when the
+	// redirect has waited for them long enough to warn.
 	APIReader client.Reader
+	// CiliumReader reads Cilium's ConfigMap and agent DaemonSet from their
+	// informers.
+	CiliumReader client.Reader
+	// CiliumVersion is the agent's release when its image has no version
+	// tag; "" reads the tag.
+	CiliumVersion string
 	// Discovery answers whether the policy CRD is served.
 	Discovery discovery.DiscoveryInterface
 	Events    events.EventRecorder

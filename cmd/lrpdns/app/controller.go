@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	k8sversion "k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -34,6 +35,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	ciliumNS := fs.String("cilium-namespace", "", "namespace of Cilium's ConfigMap and DaemonSet; default: --namespace")
 	fs.StringVar(&c.ConfigMap, "cilium-config", c.ConfigMap, "Cilium's ConfigMap")
 	fs.StringVar(&c.DaemonSet, "cilium-daemonset", c.DaemonSet, "Cilium's agent DaemonSet")
+	ciliumVersion := fs.String("cilium-version", "", "Cilium's `RELEASE` (1.20.2) when its agent's image has no version tag (a digest only), checked against the redirect's known faults; default: the image's tag")
 	leader := fs.Bool("leader-elect", true, "elect one active replica (Lease lrpdns-controller, or lrpdns-controller-DAEMONSET for another --daemonset)")
 	metrics := fs.String("metrics-addr", ":8080", "Prometheus endpoint `HOST:PORT`; 0 disables")
 	health := fs.String("health-addr", ":8081", "/healthz and /readyz `HOST:PORT`; 0 disables")
@@ -49,6 +51,11 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *withheld <= 0 {
 		return fmt.Errorf("--withheld-warning %v: want a positive duration", *withheld)
+	}
+	if *ciliumVersion != "" {
+		if _, err := k8sversion.ParseSemantic(strings.TrimPrefix(*ciliumVersion, "v")); err != nil {
+			return fmt.Errorf("invalid --cilium-version %q: want a release such as 1.20.2", *ciliumVersion)
+		}
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -74,7 +81,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.UserAgent = "lrpdns-controller/" + version.Version
 	mgr, err := lrp.NewManager(cfg, lrp.Options{Names: n, Cilium: c, LeaderElection: *leader, MetricsAddr: *metrics, HealthAddr: *health, UpstreamDrain: *drain,
-		WithheldWarning: *withheld, Addresses: addresses, Self: lrp.SelfPod(os.Getenv("POD_NAME"), os.Getenv("POD_UID"))})
+		WithheldWarning: *withheld, CiliumVersion: *ciliumVersion, Addresses: addresses, Self: lrp.SelfPod(os.Getenv("POD_NAME"), os.Getenv("POD_UID"))})
 	if err != nil {
 		return err
 	}

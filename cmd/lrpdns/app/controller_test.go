@@ -18,6 +18,7 @@ func TestControllerRefusesBadFlags(t *testing.T) {
 		{[]string{"controller", "--upstream-drain", "0s"}, "--upstream-drain 0s: want a positive duration"},
 		{[]string{"controller", "--upstream-drain", "-5s"}, "--upstream-drain -5s"},
 		{[]string{"controller", "--withheld-warning", "0s"}, "--withheld-warning 0s: want a positive duration"},
+		{[]string{"controller", "--cilium-version", "latest"}, `invalid --cilium-version "latest": want a release such as 1.20.2`},
 		{[]string{"controller", "extra"}, `unexpected argument "extra"`},
 		{[]string{"controller", "--redirect-addresses", "169.254.20.10,dns.local"}, `--redirect-addresses entry "dns.local": want unicast IP addresses`},
 		{[]string{"controller", "--redirect-addresses", "127.0.0.1"}, `--redirect-addresses entry "127.0.0.1"`},
