@@ -4,10 +4,12 @@ package e2e
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -164,7 +166,21 @@ func (s *suite) controls() []control {
 			},
 			restore: func(t *testing.T) {
 				s.scaleController(t, 2)
-				s.waitRedirect(t, nil)
+				// The old policy is still there, on the old port: wait for
+				// the controller to have replaced it, or the next scenario
+				// starts under this control's breakage (a CI run's "cache
+				// DaemonSet deleted" lost up to 27 queries per client to
+				// it, "no route to host", 4 s after this restore returned).
+				port := strconv.Itoa(int(s.cachePort(t)))
+				s.waitRedirect(t, func(p *ciliumv2.CiliumLocalRedirectPolicy) bool {
+					for _, bp := range p.Spec.RedirectBackend.ToPorts {
+						if bp.Port != port {
+							return false
+						}
+					}
+					return true
+				})
+				time.Sleep(5 * time.Second) // Cilium programs the new policy
 			},
 			action: func(t *testing.T, _ *judge.Evidence) {
 				port := s.cachePort(t)
