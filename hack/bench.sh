@@ -6,8 +6,10 @@
 #  - node-cache with every cache full (BenchmarkFullCacheRSS): its RSS;
 #  - the hot path: a hit's work with and without its metrics, and the
 #    heap of a full store;
-#  - the controller: convergence from DaemonSet ready to policy created, and
-#    its RSS with 100 vs 10,000 unrelated pods (real kube-apiserver + etcd).
+#  - the controller: convergence from DaemonSet ready to policy created,
+#    its RSS with 100 vs 10,000 unrelated pods, and a rollout on 100, 1,000
+#    and 5,000 simulated nodes: reconciles, API writes and Events per status
+#    update (real kube-apiserver + etcd).
 #   BENCHTIME=5s COUNT=3 make bench
 #   NODE_CACHE_ARGS="--prefetch=false" make bench   # node-cache's column
 #     with other flags, to measure what a default costs
@@ -33,6 +35,7 @@ echo "BenchmarkCache: $LRPDNS_BENCH_ROUNDS round(s)"
 run go test -run '^$' -bench 'BenchmarkCache' -benchtime "${BENCHTIME:-3s}" ./internal/dnsbench/
 run go test -run '^$' -bench 'BenchmarkConvergence' -benchtime 20x -count "${COUNT:-1}" ./pkg/lrp/
 run go test -run '^$' -bench 'BenchmarkControllerRSS' -benchtime 1x -timeout 30m ./pkg/lrp/
+LRPDNS_SCALE_NODES=${SCALE_NODES:-100,1000,5000} run go test -count=1 -run 'TestRolloutAtScale' -v -timeout 30m ./pkg/lrp/ | grep -E 'scale_test|^(---|ok|FAIL)'
 run go test -run '^$' -bench 'BenchmarkFullCacheRSS' -benchtime 1x ./internal/dnsbench/
 run go test -run '^$' -bench 'BenchmarkAnswer' -count "${COUNT:-1}" ./pkg/nodecache/internal/hot/
 run go test -run '^$' -bench 'BenchmarkFullStoreHeap' -benchtime 1x ./pkg/nodecache/internal/hot/

@@ -118,6 +118,8 @@ type Options struct {
 
 	// skipNameValidation lets tests run several managers in one process.
 	skipNameValidation bool
+	// reconciled, when set, is called at each reconcile: tests count them.
+	reconciled func()
 }
 
 // SelfPod is the owner reference to the controller's own pod, from the
@@ -193,6 +195,7 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 		Addresses:       o.Addresses,
 
 		skipNameValidation: o.skipNameValidation,
+		reconciled:         o.reconciled,
 		APIReader:          mgr.GetAPIReader(),
 		Discovery:          dc,
 		Events:             newQuietRecorder(mgr.GetEventRecorder("lrpdns"), scheme, clock.RealClock{}),

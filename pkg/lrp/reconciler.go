@@ -102,6 +102,7 @@ type Reconciler struct {
 	health health
 
 	skipNameValidation bool
+	reconciled         func()
 }
 
 // Reconcile implements reconcile.Reconciler. A failed read or write is an
@@ -109,6 +110,9 @@ type Reconciler struct {
 // in lrpdns_controller_reconcile_errors_total.
 func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (res ctrl.Result, err error) {
 	defer func() { r.health.record(err, time.Now()) }()
+	if r.reconciled != nil {
+		r.reconciled()
+	}
 	ds := &appsv1.DaemonSet{}
 	err = r.Client.Get(ctx, r.key(r.Names.DaemonSet), ds)
 	if apierrors.IsNotFound(err) || (err == nil && ds.DeletionTimestamp != nil) {
