@@ -159,18 +159,10 @@ func (f *Front) listen() error {
 	return nil
 }
 
-// serve opens addr over UDP and TCP. With port 0 (tests), TCP takes a free
-// port and UDP gets the same one.
+// serve opens addr over UDP and TCP.
 func (f *Front) serve(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, pcs, err := listenBoth(addr, max(f.limits.UDPSockets, 1))
 	if err != nil {
-		return fmt.Errorf("front: %w", err)
-	}
-	host, _, _ := net.SplitHostPort(addr)
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	pcs, err := listenUDP(net.JoinHostPort(host, port), max(f.limits.UDPSockets, 1))
-	if err != nil {
-		_ = ln.Close()
 		return fmt.Errorf("front: %w", err)
 	}
 	h := dns.HandlerFunc(f.serveDNS)
@@ -203,6 +195,29 @@ func (f *Front) serve(addr string) error {
 	f.servers = append(f.servers, servers...)
 	f.addrs = append(f.addrs, ln.Addr(), pcs[0].LocalAddr())
 	return nil
+}
+
+// listenBoth opens addr over TCP and n UDP sockets. With port 0 (tests),
+// TCP takes a free port and UDP the same one; a free TCP port may be taken
+// for UDP (another test's socket: "address already in use" in a make test
+// run), and then another port is tried, up to ten.
+func listenBoth(addr string, n int) (net.Listener, []net.PacketConn, error) {
+	host, want, _ := net.SplitHostPort(addr)
+	for attempt := 1; ; attempt++ {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		pcs, err := listenUDP(net.JoinHostPort(host, port), n)
+		if err == nil {
+			return ln, pcs, nil
+		}
+		_ = ln.Close()
+		if want != "0" || !errors.Is(err, syscall.EADDRINUSE) || attempt == 10 {
+			return nil, nil, err
+		}
+	}
 }
 
 // listenUDP opens n UDP sockets on addr: one plain socket, or n bound with
