@@ -1317,3 +1317,29 @@ func (s *scenario) setCiliumImage(image string) {
 		s.t.Fatal(err)
 	}
 }
+
+// TestYoungUpstreamUnderClockSkew (issue: clock skew against the 5 s
+// settle): the settle was measured from the Service's creation timestamp,
+// the API server's clock; a controller clock an hour ahead found the
+// upstream it had just created an hour old and redirected at once. The
+// settle now runs on the controller's own clock from when it first saw the
+// Service.
+func TestYoungUpstreamUnderClockSkew(t *testing.T) {
+	s := newScenario(t)
+	s.healthy()
+	s.startController(s.cfg, func(o *Options) {
+		o.UpstreamSettle = 3 * time.Second
+		o.clock = skewedClock{time.Hour}
+	})
+	if _, err := waitFor(s, func() (*corev1.Service, error) { return s.upstream() }); err != nil {
+		t.Fatal(err)
+	}
+	s.consistentlyNoPolicy(2 * time.Second)
+	s.waitPolicy(nil)
+}
+
+// skewedClock is the real clock moved by d.
+type skewedClock struct{ d time.Duration }
+
+func (c skewedClock) Now() time.Time                  { return time.Now().Add(c.d) }
+func (c skewedClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }

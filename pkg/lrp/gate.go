@@ -54,7 +54,15 @@ func (r *Reconciler) cacheReady(ctx context.Context, ds *appsv1.DaemonSet, upstr
 	if upstream == nil {
 		return young, nil
 	}
-	if age := time.Since(upstream.CreationTimestamp.Time); age < settle {
+	// Its age by this process's clock, from when it first saw this Service:
+	// the API server's creation timestamp is another machine's clock, and a
+	// controller clock ahead of it by the settle time would find a Service
+	// created a moment ago already settled.
+	now := r.now()
+	if r.upstreamSeen.uid != upstream.UID {
+		r.upstreamSeen.uid, r.upstreamSeen.at = upstream.UID, now
+	}
+	if age := now.Sub(r.upstreamSeen.at); age < settle {
 		young.retry = settle - age
 		return young, nil
 	}

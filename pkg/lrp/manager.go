@@ -120,6 +120,8 @@ type Options struct {
 	skipNameValidation bool
 	// reconciled, when set, is called at each reconcile: tests count them.
 	reconciled func()
+	// clock, when set, is the reconciler's clock: tests skew it.
+	clock clock.PassiveClock
 }
 
 // SelfPod is the owner reference to the controller's own pod, from the
@@ -196,6 +198,7 @@ func newManager(cfg *rest.Config, o Options, wrap func(client.Client) client.Cli
 
 		skipNameValidation: o.skipNameValidation,
 		reconciled:         o.reconciled,
+		clock:              o.clock,
 		APIReader:          mgr.GetAPIReader(),
 		Discovery:          dc,
 		Events:             newQuietRecorder(mgr.GetEventRecorder("lrpdns"), scheme, clock.RealClock{}),

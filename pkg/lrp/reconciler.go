@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -100,9 +101,24 @@ type Reconciler struct {
 	drainSince time.Time
 	// health is the streak of failed reconciles, for readiness.
 	health health
+	// upstreamSeen is when this process first saw kube-dns-upstream (its
+	// UID): the start of its settle.
+	upstreamSeen struct {
+		uid types.UID
+		at  time.Time
+	}
+	// clock is this process's time; nil: the real one.
+	clock clock.PassiveClock
 
 	skipNameValidation bool
 	reconciled         func()
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.clock == nil {
+		return time.Now()
+	}
+	return r.clock.Now()
 }
 
 // Reconcile implements reconcile.Reconciler. A failed read or write is an
