@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -16,38 +17,33 @@ func TestUDPSocketsShareThePort(t *testing.T) {
 	h := newHarness(t, func(h *harness) { h.opts.UDPSockets = 4 })
 	_, port, _ := net.SplitHostPort(h.dns["udp"])
 	p, _ := strconv.Atoi(port)
-	// One read with a buffer larger than the table: the kernel walks its
-	// table afresh for each read, so several reads can skip a socket or
-	// list one twice.
-	pf, err := os.Open("/proc/self/net/udp")
+	// This process's UDP sockets bound to 127.0.0.1:p, asked of each of its
+	// descriptors (getsockname): /proc/net/udp lists the whole namespace,
+	// a page per read, and under make test's other packages the four could
+	// straddle a page (a rehearsal's read saw 1).
+	fds, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		t.Skipf("no /proc/self/net/udp: %v", err)
+		t.Skipf("no /proc/self/fd: %v", err)
 	}
-	b := make([]byte, 1<<20)
-	k, err := pf.Read(b)
-	_ = pf.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = b[:k]
-	// Only this process's sockets: their inodes among its descriptors.
-	mine := map[string]bool{}
-	fds, _ := os.ReadDir("/proc/self/fd")
+	var bound []string
 	for _, fd := range fds {
-		if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(l, "socket:[") {
-			mine[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		n, err := strconv.Atoi(fd.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err != nil || !strings.HasPrefix(l, "socket:[") {
+			continue
+		}
+		if typ, err := syscall.GetsockoptInt(n, syscall.SOL_SOCKET, syscall.SO_TYPE); err != nil || typ != syscall.SOCK_DGRAM {
+			continue
+		}
+		sa, err := syscall.Getsockname(n)
+		if a, ok := sa.(*syscall.SockaddrInet4); err == nil && ok && a.Port == p && a.Addr == [4]byte{127, 0, 0, 1} {
+			bound = append(bound, fd.Name())
 		}
 	}
-	local := fmt.Sprintf("0100007F:%04X", p)
-	// The kernel may list a socket twice in one read: count inodes.
-	seen := map[string]bool{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 9 && f[1] == local && mine[f[9]] {
-			seen[f[9]] = true
-		}
-	}
-	if n := len(seen); n != 4 {
-		t.Errorf("this process has %d UDP sockets on 127.0.0.1:%d, want 4:\n%s", n, p, b)
+	if len(bound) != 4 {
+		t.Errorf("this process has %d UDP sockets on 127.0.0.1:%d (descriptors %v), want 4", len(bound), p, bound)
 	}
 	for i := range 64 {
 		h.mustAnswer(fmt.Sprintf("www%d.example.com", i), "192.0.2.1")
