@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,8 +81,16 @@ func (h *harness) stop() {
 	}
 	h.cancel()
 	h.cancel = nil
-	if err := <-h.done; err != nil {
-		h.t.Errorf("Serve() error = %v", err)
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("Serve() error = %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		// A shutdown that hangs: say where, rather than wait for go test's
+		// timeout (a make test run here once hung to it, its stack cut).
+		buf := make([]byte, 1<<20)
+		h.t.Errorf("Serve() has not returned 30 s after its context ended; goroutines:\n%s", buf[:runtime.Stack(buf, true)])
 	}
 }
 
