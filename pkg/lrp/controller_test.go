@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -28,6 +27,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/lrpdns/lrpdns/internal/dnstest"
 	"github.com/lrpdns/lrpdns/internal/testenv"
 )
 
@@ -1202,7 +1202,7 @@ func TestReadinessFollowsReconciles(t *testing.T) {
 	s := newScenario(t)
 	s.healthy()
 	s.refuseUpstreamWrites()
-	addr := freeAddr(t)
+	addr := dnstest.FreeAddr(t)
 	s.startController(s.cfg, func(o *Options) { o.HealthAddr, o.UnreadyAfter = addr, 2*time.Second })
 	readyz := func() (int, string) {
 		resp, err := http.Get("http://" + addr + "/readyz/reconcile")
@@ -1234,17 +1234,6 @@ func TestReadinessFollowsReconciles(t *testing.T) {
 		return code == http.StatusOK
 	})
 	s.waitPolicy(nil)
-}
-
-// freeAddr is a loopback address with a port nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // TestCiliumChangesAreActedOn (issue: Cilium changes are noticed only when

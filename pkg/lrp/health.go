@@ -54,5 +54,5 @@ func (r *Reconciler) readyCheck(*http.Request) error {
 	if r.UnreadyAfter > 0 {
 		after = r.UnreadyAfter
 	}
-	return r.health.check(time.Now(), after)
+	return r.health.check(r.now(), after)
 }

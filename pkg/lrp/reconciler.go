@@ -125,7 +125,7 @@ func (r *Reconciler) now() time.Time {
 // Event on the DaemonSet naming the object and the API's message, and counts
 // in lrpdns_controller_reconcile_errors_total.
 func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (res ctrl.Result, err error) {
-	defer func() { r.health.record(err, time.Now()) }()
+	defer func() { r.health.record(err, r.now()) }()
 	if r.reconciled != nil {
 		r.reconciled()
 	}

@@ -10,9 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	eventsv1 "k8s.io/api/events/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Bounds that do not grow with the node count: what one rollout may cost
@@ -80,7 +77,7 @@ func rolloutAtScale(t *testing.T, n int32) {
 			}
 		}},
 	} {
-		events0, writes0, reconciles0 := s.eventCount(), s.writes.Load(), reconciles.Load()
+		events0, writes0, reconciles0 := len(s.allEvents()), s.writes.Load(), reconciles.Load()
 		cpu0 := cpuTime(t)
 		rollout.change()
 		// The DaemonSet controller's status writes: one per node done, the
@@ -91,7 +88,7 @@ func rolloutAtScale(t *testing.T, n int32) {
 		s.waitPolicy(nil)
 		time.Sleep(2 * time.Second) // reconciles in flight, Events in the recorder's batch
 		cpu := cpuTime(t) - cpu0
-		events, writes, recs := s.eventCount()-events0, s.writes.Load()-writes0, reconciles.Load()-reconciles0
+		events, writes, recs := len(s.allEvents())-events0, s.writes.Load()-writes0, reconciles.Load()-reconciles0
 		var ms runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&ms)
@@ -107,16 +104,6 @@ func rolloutAtScale(t *testing.T, n int32) {
 			t.Errorf("%d nodes, %s: %d reconciles for %d status updates", n, rollout.name, recs, n+1)
 		}
 	}
-}
-
-// eventCount is the number of Events in the scenario's namespace.
-func (s *scenario) eventCount() int {
-	s.t.Helper()
-	list := &eventsv1.EventList{}
-	if err := s.c.List(s.ctx(), list, client.InNamespace(s.ns)); err != nil {
-		s.t.Fatal(err)
-	}
-	return len(list.Items)
 }
 
 // cpuTime is the CPU time the test process has used, user and system.

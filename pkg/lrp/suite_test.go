@@ -464,15 +464,21 @@ func (s *scenario) consistentlyNoPolicy(d time.Duration) {
 	}
 }
 
-// events returns the notes of Events with reason.
-func (s *scenario) events(reason string) []string {
+// allEvents lists the Events in the scenario's namespace.
+func (s *scenario) allEvents() []eventsv1.Event {
 	s.t.Helper()
 	list := &eventsv1.EventList{}
 	if err := s.c.List(s.ctx(), list, client.InNamespace(s.ns)); err != nil {
 		s.t.Fatal(err)
 	}
+	return list.Items
+}
+
+// events returns the notes of Events with reason.
+func (s *scenario) events(reason string) []string {
+	s.t.Helper()
 	var out []string
-	for _, e := range list.Items {
+	for _, e := range s.allEvents() {
 		if e.Reason == reason {
 			out = append(out, e.Note)
 		}
